@@ -1,0 +1,78 @@
+"""Top-down plots of Avoid paths (obstacles, goal line, demos and rollouts), cf. DPPO Fig. 9."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle
+
+from envs.avoid import GOAL_Y, OBSTACLE_RADIUS, OBSTACLES, WORKSPACE_HIGH, WORKSPACE_LOW
+
+SUCCESS_COLOR = "tab:green"
+FAILURE_COLOR = "tab:red"
+ROLLOUT_COLOR = "tab:blue"
+DEMO_COLOR = "0.75"
+
+
+def plot_avoid(
+    rollout_paths: list[np.ndarray],
+    out_png: str | Path,
+    demo_paths: list[np.ndarray] | None = None,
+    successes: list[bool] | None = None,
+    title: str = "",
+) -> Path:
+    """Draw end-effector paths (each (T, 2)) over the obstacle layout and save a PNG."""
+    if successes is not None and len(successes) != len(rollout_paths):
+        raise ValueError("successes must have one entry per rollout path")
+    # A bare Figure with an Agg canvas avoids touching pyplot's global backend state.
+    fig = Figure(figsize=(4.5, 6.0), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+
+    for path in demo_paths or []:
+        xy = np.asarray(path)
+        ax.plot(xy[:, 0], xy[:, 1], color=DEMO_COLOR, lw=0.8, zorder=1)
+    for i, path in enumerate(rollout_paths):
+        xy = np.asarray(path)
+        if successes is None:
+            color = ROLLOUT_COLOR
+        else:
+            color = SUCCESS_COLOR if successes[i] else FAILURE_COLOR
+        ax.plot(xy[:, 0], xy[:, 1], color=color, lw=1.0, alpha=0.8, zorder=2)
+
+    for centre in OBSTACLES:
+        ax.add_patch(Circle(tuple(centre), OBSTACLE_RADIUS, color="0.2", zorder=3))
+    ax.axhline(GOAL_Y, color="tab:orange", ls="--", lw=1.2, zorder=0, label="goal line")
+
+    ax.set_xlim(WORKSPACE_LOW[0], WORKSPACE_HIGH[0])
+    ax.set_ylim(WORKSPACE_LOW[1], WORKSPACE_HIGH[1])
+    ax.set_aspect("equal")
+    ax.set_xlabel("x [m]")
+    ax.set_ylabel("y [m]")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return out
+
+
+def demo_paths_from_dataset(dataset_dir: str | Path) -> list[np.ndarray]:
+    """Current-position paths (T, 2) of every demo in a processed Avoid dataset folder."""
+    folder = Path(dataset_dir)
+    with (
+        np.load(folder / "train.npz") as train,
+        np.load(folder / "normalization.npz") as norm,
+    ):
+        states = train["states"].astype(np.float64)
+        lengths = train["traj_lengths"]
+        lo = norm["obs_min"].astype(np.float64)
+        hi = norm["obs_max"].astype(np.float64)
+    # Inverse of the generator's 2 * (x - min) / (max - min + 1e-6) - 1.
+    raw = (states + 1.0) / 2.0 * (hi - lo + 1e-6) + lo
+    return [seg[:, 2:4] for seg in np.split(raw, np.cumsum(lengths)[:-1])]

@@ -1,0 +1,120 @@
+"""Task registry: what each task is (paper Table A6), how to build its env
+and where its dataset comes from. Adding a task = one `TaskSpec` entry."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from envs.data.loaders import DatasetError, Trajectories, load_npz
+from envs.normalizer import MinMaxNormalizer
+from envs.wrappers import ActionChunkWrapper, NormalizeWrapper
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("DPPO_DATA_DIR", REPO_ROOT / "data"))
+
+
+class UnknownNameError(ValueError):
+    """A method, task or grid name that is not registered."""
+
+
+def unknown(kind: str, name: str, known) -> UnknownNameError:
+    close = difflib.get_close_matches(name, list(known), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return UnknownNameError(f"unknown {kind} {name!r}.{hint} Known: {', '.join(sorted(known))}")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    suite: str
+    obs_dim: int
+    act_dim: int
+    max_episode_steps: int
+    horizon: int  # Ta predicted
+    act_steps: int  # Ta executed
+    sparse_reward: bool
+    eval_episodes: int
+    eval_deterministic: bool  # SPEC 5: Avoid evaluates with the training noise
+    make_raw_env: Callable[[], gym.Env]
+    make_dataset: Callable[[Path], None]  # writes train.npz + normalization.npz into a folder
+    plot_rollouts: Callable[[list[dict], Path, str], None] | None = None  # final infos -> PNG
+    pixel_obs: str = "-"
+
+    def default_dataset(self) -> Path:
+        return data_dir() / self.name / "train.npz"
+
+    def load_dataset(self, path: str | Path | None = None) -> Trajectories:
+        """Load `path`, or the task's default dataset, generating it on first use."""
+        if path is None:
+            path = self.default_dataset()
+            if not (path.parent / "provenance.json").is_file():
+                self.make_dataset(path.parent)
+        return load_npz(path, self.obs_dim, self.act_dim)
+
+    def make_env(self, normalizer: MinMaxNormalizer) -> gym.Env:
+        env = NormalizeWrapper(self.make_raw_env(), normalizer)
+        return ActionChunkWrapper(env, self.horizon, self.act_steps)
+
+
+def _avoid_env(setting: str) -> gym.Env:
+    from envs.avoid import AvoidEnv
+
+    return AvoidEnv(setting=setting, max_episode_steps=100)
+
+
+def _avoid_dataset(setting: str, out_dir: Path) -> None:
+    from envs.data.avoid_demos import write_dataset
+
+    write_dataset(setting, out_dir)
+
+
+def _avoid_plot(setting: str, final_infos: list[dict], out_png: Path, title: str) -> None:
+    """Rollouts over the demonstrations, like the paper's Fig. 9."""
+    from envs.plot_avoid import demo_paths_from_dataset, plot_avoid
+
+    demo_dir = data_dir() / setting
+    demos = demo_paths_from_dataset(demo_dir) if (demo_dir / "train.npz").is_file() else None
+    paths = [np.asarray(info["ee_path"]) for info in final_infos if "ee_path" in info]
+    successes = [bool(info.get("success", False)) for info in final_infos if "ee_path" in info]
+    plot_avoid(paths, out_png, demo_paths=demos, successes=successes, title=title)
+
+
+def _avoid(setting: str) -> TaskSpec:
+    return TaskSpec(
+        name=setting,
+        suite="d3il",
+        obs_dim=4,
+        act_dim=2,
+        max_episode_steps=100,
+        horizon=4,
+        act_steps=4,
+        sparse_reward=True,
+        eval_episodes=50,
+        eval_deterministic=False,
+        make_raw_env=functools.partial(_avoid_env, setting),
+        make_dataset=functools.partial(_avoid_dataset, setting),
+        plot_rollouts=functools.partial(_avoid_plot, setting),
+    )
+
+
+TASKS: dict[str, TaskSpec] = {t.name: t for t in (_avoid("avoid_m1"), _avoid("avoid_m2"), _avoid("avoid_m3"))}
+
+
+def get_task(name: str) -> TaskSpec:
+    if name not in TASKS:
+        raise unknown("task", name, TASKS)
+    return TASKS[name]
+
+
+__all__ = ["TASKS", "DatasetError", "TaskSpec", "UnknownNameError", "data_dir", "get_task"]

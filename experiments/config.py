@@ -1,0 +1,208 @@
+"""Typed run configuration with `key=value` overrides.
+
+A run's config is one `RunConfig` dataclass; its `policy` and `algo` sections
+are the dataclasses of the chosen method. Values are resolved in this order:
+dataclass defaults -> the task suite's preset for the method (`PRESETS`,
+each value citing the reference config it came from) -> command-line
+overrides. An unknown key or a value of the wrong type is an error that
+names the valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from envs.tasks import get_task
+from methods import get_method
+from methods.policies import POLICIES
+from methods.pretrain import PretrainConfig
+
+
+class ConfigError(ValueError):
+    """A config key or value the user got wrong."""
+
+
+@dataclass
+class TrainConfig:
+    n_iterations: int = 40
+    n_envs: int = 50
+    n_steps: int | None = None  # chunk steps per env per iteration; None: one episode (max steps / Ta)
+    reset_every_iteration: bool = True
+    eval_every: int = 10  # iterations between evaluations (0: only before and after fine-tuning)
+    eval_episodes: int | None = None  # None: the task's protocol (SPEC 5)
+    save_every: int = 5  # iterations between resumable checkpoints
+    vector_env: str = "sync"  # sync | async
+    plot_rollouts: bool = True
+
+
+@dataclass
+class WandbConfig:
+    enabled: bool = False
+    project: str = "dppo-bench"
+    entity: str | None = None
+
+
+@dataclass
+class RunConfig:
+    method: str = "dppo"
+    task: str = "avoid_m2"
+    seed: int = 0
+    stage: str = "all"  # pretrain | finetune | all
+    checkpoint: str | None = None  # pre-trained policy; None pre-trains one first
+    dataset: str | None = None  # None: the task's default (generated on first use)
+    device: str = "auto"
+    threads: int = 1  # torch intra-op threads per run
+    results_dir: str = "results"
+    name: str | None = None  # run directory name under results_dir
+    progress: bool = True
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    policy: Any = None
+    algo: Any = None
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    @property
+    def run_name(self) -> str:
+        if self.name:
+            return self.name
+        if self.stage == "pretrain":
+            return f"pretrain_{get_method(self.method).policy_kind}_{self.task}_s{self.seed}"
+        return f"{self.method}_{self.task}_s{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+STAGES = ("pretrain", "finetune", "all")
+
+# Per (suite, method) values that differ from the dataclass defaults.
+PRESETS: dict[tuple[str, str], dict[str, Any]] = {
+    # cfg/d3il/pretrain/avoid_m2/pre_diffusion_mlp.yaml: K 20, MLP 512x3 residual ReLU, time_dim 16
+    # cfg/d3il/finetune/avoid_m2/ft_ppo_diffusion_mlp.yaml: K' 10, gamma_denoising 0.95, clip 0.1 (base 0.1,
+    # rate 1), min sampling/logprob std 0.1, 50 envs, 10 epochs, actor lr 1e-5, critic lr 1e-3
+    ("d3il", "dppo"): {},
+    # cfg/d3il/{pretrain,finetune}/avoid_m2/*_gaussian_mlp.yaml: 256x3 residual ReLU, fixed std 0.1
+    ("d3il", "gaussian_ppo"): {},
+}
+
+
+def _strip_optional(tp):
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else tp, True
+    return tp, False
+
+
+def _coerce(value: Any, tp, key: str) -> Any:
+    tp, optional = _strip_optional(tp)
+    if value is None:
+        if optional or tp is Any:
+            return None
+        raise ConfigError(f"{key} cannot be null")
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} expects a list like [256,256], got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, key) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is str:
+        return str(value)
+    raise ConfigError(f"{key} expects {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def all_keys(cfg: Any, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            keys += all_keys(v, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def set_key(cfg: RunConfig, key: str, value: Any) -> None:
+    obj, parts = cfg, key.split(".")
+    for i, part in enumerate(parts):
+        names = {f.name for f in dataclasses.fields(obj)}
+        if part not in names:
+            close = difflib.get_close_matches(key, all_keys(cfg), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(
+                f"unknown config key {key!r}.{hint} See the keys with: python -m experiments.run --show-config"
+            )
+        if i == len(parts) - 1:
+            hints = typing.get_type_hints(type(obj))
+            if dataclasses.is_dataclass(getattr(obj, part)):
+                raise ConfigError(f"{key} is a section; set one of its keys, e.g. {key}.<name>=...")
+            setattr(obj, part, _coerce(value, hints[part], key))
+        else:
+            obj = getattr(obj, part)
+            if not dataclasses.is_dataclass(obj):
+                raise ConfigError(f"{'.'.join(parts[: i + 1])} is not a section")
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    out = {}
+    for a in args:
+        if "=" not in a:
+            raise ConfigError(f"expected key=value, got {a!r}")
+        k, v = a.split("=", 1)
+        try:
+            out[k.strip()] = yaml.safe_load(v) if v != "" else None
+        except yaml.YAMLError:
+            out[k.strip()] = v
+    return out
+
+
+def build_config(overrides: dict[str, Any]) -> RunConfig:
+    """Defaults, then the suite preset, then `overrides` (dotted keys)."""
+    overrides = dict(overrides)
+    cfg = RunConfig()
+    for key in ("method", "task"):
+        if key in overrides:
+            setattr(cfg, key, str(overrides.pop(key)))
+    method_cls = get_method(cfg.method)
+    task = get_task(cfg.task)
+    cfg.policy = POLICIES[method_cls.policy_kind][1]()
+    cfg.algo = method_cls.config_cls()
+    for k, v in {**PRESETS.get((task.suite, cfg.method), {}), **overrides}.items():
+        set_key(cfg, k, v)
+    if cfg.stage not in STAGES:
+        raise ConfigError(f"stage must be one of {STAGES}, got {cfg.stage!r}")
+    if cfg.train.vector_env not in ("sync", "async"):
+        raise ConfigError(f"train.vector_env must be sync or async, got {cfg.train.vector_env!r}")
+    return cfg
+
+
+def config_from_dict(d: dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig from its `to_dict()` (a run record's config.json)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: dict[str, Any]) -> None:
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(f"{prefix}{k}.", v)
+            else:
+                flat[prefix + k] = v
+
+    walk("", d)
+    return build_config(flat)

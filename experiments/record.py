@@ -1,0 +1,153 @@
+"""The run record: one directory per run.
+
+    config.json         the resolved config (written once, checked on resume)
+    metrics.jsonl       append-only, one JSON row per iteration
+    initial_eval.json   evaluation of the starting policy
+    checkpoints/        pretrained.pt, state.pt (resumable), final.pt
+    plots/              rollout plots
+    summary.json        written atomically at the very end: its presence means "finished"
+    error.txt           the message of a run that failed (removed when it is resumed)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+from pathlib import Path
+from typing import Any
+
+
+class RunDirError(RuntimeError):
+    """The run directory is in a state the requested action can't use."""
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(_clean(data), f, indent=2, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def hardware() -> dict[str, Any]:
+    import torch
+
+    info = {
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["processor"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return info
+
+
+class RunRecord:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.metrics_path = self.path / "metrics.jsonl"
+        self.ckpt_dir = self.path / "checkpoints"
+        self.plot_dir = self.path / "plots"
+
+    # --------------------------------------------------------------- state
+    @property
+    def finished(self) -> bool:
+        return (self.path / "summary.json").is_file()
+
+    def prepare(self, config: dict[str, Any], resume: bool, force: bool) -> bool:
+        """Create the directory; returns True when resuming an existing run."""
+        cfg_path = self.path / "config.json"
+        if self.path.exists() and any(self.path.iterdir()):
+            if force:
+                shutil.rmtree(self.path)
+            elif not resume:
+                raise RunDirError(
+                    f"run directory {self.path} already exists; pass --resume to continue it, "
+                    "--force to overwrite it, or name=<other> for a new one"
+                )
+            elif cfg_path.is_file():
+                old = read_json(cfg_path)
+                if _clean(old) != _clean(json.loads(json.dumps(config, default=str))):
+                    diff = sorted(_diff_keys(old, config))
+                    raise RunDirError(
+                        f"{self.path} holds a run with a different config (keys {', '.join(diff[:5])}); "
+                        "use --force to overwrite it or name=<other> for a new run"
+                    )
+                (self.path / "error.txt").unlink(missing_ok=True)
+                return True
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.ckpt_dir.mkdir(exist_ok=True)
+        write_json_atomic(cfg_path, config)
+        return False
+
+    # --------------------------------------------------------------- metrics
+    def append(self, row: dict[str, Any]) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(_clean(row)) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def rows(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.is_file():
+            return []
+        out = []
+        with open(self.metrics_path) as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break  # a row cut off mid-write: everything after it is untrusted
+        return out
+
+    def truncate_metrics(self, n_iterations: int) -> None:
+        """Keep the rows of iterations < n_iterations (those covered by the checkpoint)."""
+        rows = [r for r in self.rows() if r["itr"] < n_iterations]
+        tmp = self.metrics_path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+        os.replace(tmp, self.metrics_path)
+
+    def write(self, name: str, data: Any) -> None:
+        write_json_atomic(self.path / name, data)
+
+    def fail(self, message: str) -> None:
+        if self.path.is_dir():
+            (self.path / "error.txt").write_text(message + "\n")
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: set[str] = set()
+        for k in set(a) | set(b):
+            out |= _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return set() if _clean(a) == _clean(b) else {prefix.rstrip(".")}

@@ -1,0 +1,169 @@
+"""One run: `python -m experiments.run method=dppo task=avoid_m2 seed=0 [key=value ...]`.
+
+Pre-trains the method's policy by behaviour cloning unless `checkpoint=` is
+given, then fine-tunes it (`stage=pretrain` stops after pre-training,
+`stage=finetune` requires a checkpoint). Flags: `--resume`, `--force`,
+`--show-config` (print the resolved config and exit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs.data.loaders import DatasetError
+from envs.tasks import UnknownNameError, get_task
+from envs.wrappers import NonFiniteError
+from experiments.config import ConfigError, RunConfig, build_config, parse_overrides
+from experiments.record import RunDirError, RunRecord, hardware
+from experiments.trainer import Trainer, peak_memory_mb
+from methods import get_method
+from methods.policies import POLICIES
+from methods.pretrain import CheckpointError, load_policy, pretrain, save_policy
+
+USER_ERRORS = (
+    ConfigError,
+    UnknownNameError,
+    DatasetError,
+    CheckpointError,
+    RunDirError,
+    NonFiniteError,
+    FloatingPointError,
+)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but no CUDA device is available; use device=cpu or device=auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run(cfg: RunConfig, resume: bool = False, force: bool = False) -> dict[str, Any]:
+    """Execute one run and return its summary (also written to the run record)."""
+    task = get_task(cfg.task)
+    method_cls = get_method(cfg.method)
+    kind = method_cls.policy_kind
+    device = resolve_device(cfg.device)
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    record = RunRecord(Path(cfg.results_dir) / cfg.run_name)
+
+    # Everything a user can get wrong is checked before the run directory is touched.
+    policy = normalizer = dataset = None
+    if cfg.checkpoint:
+        policy, normalizer, _ = load_policy(cfg.checkpoint, kind, task.obs_dim, task.act_dim, task.horizon, device)
+    elif cfg.stage == "finetune":
+        raise ConfigError("stage=finetune needs checkpoint=/path/to/policy.pt (or use stage=all to pre-train first)")
+    else:
+        dataset = task.load_dataset(cfg.dataset)
+    resuming = record.prepare(cfg.to_dict(), resume=resume, force=force)
+
+    t0 = time.perf_counter()
+    trainer = None
+    try:
+        summary: dict[str, Any] = {}
+        if policy is None:
+            pre_path = record.ckpt_dir / "pretrained.pt"
+            if resuming and pre_path.is_file():
+                policy, normalizer, ckpt = load_policy(pre_path, kind, task.obs_dim, task.act_dim, task.horizon, device)
+                summary["pretrain"] = ckpt["pretrain"]
+            else:
+                policy_cls = POLICIES[kind][0]
+                fresh = policy_cls(task.obs_dim, task.act_dim, task.horizon, cfg.policy)
+                obs, actions = dataset.chunks(task.horizon)
+                tp = time.perf_counter()
+                policy, losses = pretrain(fresh, obs, actions, cfg.pretrain, device, cfg.seed, cfg.progress)
+                normalizer = dataset.normalizer
+                summary["pretrain"] = {
+                    "final_loss": float(np.mean(losses[-100:])),
+                    "wall_time": time.perf_counter() - tp,
+                    "n_samples": len(obs),
+                    "dataset": str(dataset.path),
+                }
+                save_policy(pre_path, policy, task.name, normalizer, {"pretrain": summary["pretrain"]})
+
+        method = method_cls(policy, cfg.algo, device, cfg.train.n_iterations, task.act_steps)
+        trainer = Trainer(cfg, task, method, normalizer, record, device)
+        if cfg.stage == "pretrain":
+            episodes = trainer.evaluate(seed=cfg.seed + 10_000)
+            trainer.plot(episodes, "rollouts_pretrained", f"pre-trained {kind} policy, {cfg.task}")
+            summary["final_eval"] = episodes.summary("eval")
+            summary["peak_memory_mb"] = peak_memory_mb()
+        else:
+            summary.update(trainer.fit())
+            save_policy(
+                record.ckpt_dir / "final.pt", method.exported_policy(), task.name, normalizer, {"fine_tuned": cfg.method}
+            )
+        summary.update(
+            method=cfg.method,
+            task=cfg.task,
+            seed=cfg.seed,
+            stage=cfg.stage,
+            total_wall_time=time.perf_counter() - t0,
+            hardware=hardware(),
+            device=str(device),
+        )
+        record.write("summary.json", summary)
+        return summary
+    except KeyboardInterrupt:
+        record.fail("interrupted")
+        raise
+    except Exception as e:
+        record.fail(f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        if trainer is not None:
+            trainer.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.run",
+        description="Pre-train and/or fine-tune one policy. Example: method=dppo task=avoid_m2 seed=0",
+    )
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. train.n_iterations=20")
+    parser.add_argument("--resume", action="store_true", help="continue an existing run from its last checkpoint")
+    parser.add_argument("--force", action="store_true", help="delete an existing run directory and start over")
+    parser.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+    args = parser.parse_args(argv)
+    if args.resume and args.force:
+        print("error: --resume and --force contradict each other; pick one", file=sys.stderr)
+        return 2
+    try:
+        cfg = build_config(parse_overrides(args.overrides))
+        if args.show_config:
+            print(json.dumps(cfg.to_dict(), indent=2))
+            return 0
+        summary = run(cfg, resume=args.resume, force=args.force)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    final = summary.get("final_eval", {})
+    print(
+        f"done: {cfg.run_name}  success {final.get('eval_success', float('nan')):.3f}  "
+        f"return {final.get('eval_return', float('nan')):.3f}  -> {Path(cfg.results_dir) / cfg.run_name}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""The one trainer: rollouts, evaluation, timing, logging and checkpoints for
+every method. Methods only act and update (see `methods/base.py`)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from envs.normalizer import MinMaxNormalizer
+from envs.tasks import TaskSpec
+from envs.vector import make_vector_env
+from experiments.config import RunConfig
+from experiments.record import RunRecord, read_json
+from methods.base import Method, Rollout
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process and its (finished or waited-for) children, MiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + kids) / 1024.0
+
+
+def rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(s: dict[str, Any]) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+
+
+@dataclass
+class Episodes:
+    """Episodes that finished during a rollout or an evaluation."""
+
+    returns: list[float] = field(default_factory=list)
+    successes: list[bool] = field(default_factory=list)
+    final_infos: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, ret: float, info: dict[str, Any]) -> None:
+        self.returns.append(ret)
+        self.successes.append(bool(info.get("success", False)))
+        self.final_infos.append(info)
+
+    def summary(self, prefix: str) -> dict[str, float]:
+        n = len(self.returns)
+        return {
+            f"{prefix}_return": float(np.mean(self.returns)) if n else float("nan"),
+            f"{prefix}_success": float(np.mean(self.successes)) if n else float("nan"),
+            f"{prefix}_episodes": n,
+        }
+
+
+def final_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
+    """The info of env i's last step, from gymnasium's same-step autoreset layout."""
+    fi = infos["final_info"]
+    return {k: v[i] for k, v in fi.items() if not k.startswith("_") and fi.get("_" + k, np.ones(i + 1, bool))[i]}
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        task: TaskSpec,
+        method: Method,
+        normalizer: MinMaxNormalizer,
+        record: RunRecord,
+        device: torch.device,
+    ):
+        self.cfg, self.task, self.method, self.record, self.device = cfg, task, method, record, device
+        self.normalizer = normalizer
+        tc = cfg.train
+        self.n_steps = tc.n_steps or task.max_episode_steps // task.act_steps
+        self.n_eval = tc.eval_episodes or task.eval_episodes
+        self.make_env = functools.partial(task.make_env, normalizer)
+        self.venv = None
+        self.eval_venv = None
+        self.obs: np.ndarray | None = None
+        self.done = np.ones(tc.n_envs, dtype=bool)
+        self.ep_return = np.zeros(tc.n_envs)
+        self.env_steps = 0
+        self.wandb = None
+
+    # ----------------------------------------------------------------- helpers
+    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(x), dtype=torch.float32, device=self.device)
+
+    def _envs(self):
+        if self.venv is None:
+            kind = self.cfg.train.vector_env
+            self.venv = make_vector_env([self.make_env] * self.cfg.train.n_envs, kind)
+            self.eval_venv = make_vector_env([self.make_env] * min(self.n_eval, self.cfg.train.n_envs), kind)
+        return self.venv
+
+    def close(self) -> None:
+        for v in (self.venv, self.eval_venv):
+            if v is not None:
+                v.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+    # ----------------------------------------------------------------- rollouts
+    def collect(self) -> tuple[Rollout, Episodes, dict[str, float]]:
+        venv, T, N = self._envs(), self.n_steps, self.cfg.train.n_envs
+        timing = {"time_sample": 0.0, "time_env": 0.0}
+        if self.obs is None or self.cfg.train.reset_every_iteration:
+            self.obs, _ = venv.reset(seed=int(np.random.randint(2**31)))
+            self.done[:] = True
+            self.ep_return[:] = 0
+        obs_buf = np.zeros((T, N, self.task.obs_dim), np.float32)
+        next_buf = np.zeros_like(obs_buf)
+        rew = np.zeros((T, N), np.float32)
+        term = np.zeros((T, N), bool)
+        trunc = np.zeros((T, N), bool)
+        firsts = np.zeros((T, N), bool)
+        kept: dict[str, list[torch.Tensor]] = {}
+        episodes = Episodes()
+        for t in range(T):
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                chunk, keep = self.method.act(self._tensor(self.obs), deterministic=False)
+            actions = chunk.cpu().numpy()
+            t1 = time.perf_counter()
+            next_obs, reward, terminated, truncated, infos = venv.step(actions)
+            timing["time_sample"] += t1 - t0
+            timing["time_env"] += time.perf_counter() - t1
+            obs_buf[t], rew[t], term[t], trunc[t], firsts[t] = self.obs, reward, terminated, truncated, self.done
+            for k, v in keep.items():
+                kept.setdefault(k, []).append(v)
+            done = terminated | truncated
+            next_buf[t] = next_obs
+            self.ep_return += reward
+            for i in np.flatnonzero(done):
+                next_buf[t, i] = infos["final_obs"][i]
+                episodes.add(float(self.ep_return[i]), final_info(infos, i))
+                self.ep_return[i] = 0
+            self.done = done
+            self.obs = next_obs
+            self.env_steps += int(sum(self._chunk_steps(infos, done, i) for i in range(N)))
+        rollout = Rollout(
+            obs=self._tensor(obs_buf),
+            next_obs=self._tensor(next_buf),
+            rewards=self._tensor(rew),
+            terminated=torch.as_tensor(term, device=self.device),
+            truncated=torch.as_tensor(trunc, device=self.device),
+            firsts=torch.as_tensor(firsts, device=self.device),
+            kept={k: torch.stack(v) for k, v in kept.items()},
+        )
+        return rollout, episodes, timing
+
+    def _chunk_steps(self, infos: dict[str, Any], done: np.ndarray, i: int) -> int:
+        src = infos["final_info"] if done[i] else infos
+        return int(src["chunk_steps"][i]) if "chunk_steps" in src else self.task.act_steps
+
+    @torch.no_grad()
+    def evaluate(self, seed: int) -> Episodes:
+        """`n_eval` episodes with the task's protocol; each env runs its share from a fixed seed."""
+        self._envs()
+        venv = self.eval_venv
+        n_envs = venv.num_envs
+        quota = np.full(n_envs, self.n_eval // n_envs)
+        quota[: self.n_eval % n_envs] += 1
+        obs, _ = venv.reset(seed=seed)
+        ret = np.zeros(n_envs)
+        episodes = Episodes()
+        while quota.sum() > 0:
+            chunk, _ = self.method.act(self._tensor(obs), deterministic=self.task.eval_deterministic)
+            obs, reward, terminated, truncated, infos = venv.step(chunk.cpu().numpy())
+            ret += reward
+            for i in np.flatnonzero(terminated | truncated):
+                if quota[i] > 0:
+                    episodes.add(float(ret[i]), final_info(infos, i))
+                    quota[i] -= 1
+                ret[i] = 0
+        return episodes
+
+    # ----------------------------------------------------------------- checkpoints
+    def save_state(self, next_itr: int, wall_time: float) -> None:
+        path = self.record.ckpt_dir / "state.pt"
+        tmp = path.with_suffix(".tmp")
+        torch.save(
+            {
+                "next_itr": next_itr,
+                "env_steps": self.env_steps,
+                "wall_time": wall_time,
+                "method": self.method.state_dict(),
+                "rng": rng_state(),
+            },
+            tmp,
+        )
+        os.replace(tmp, path)
+
+    def load_state(self) -> tuple[int, float]:
+        path = self.record.ckpt_dir / "state.pt"
+        if not path.is_file():
+            return 0, 0.0
+        s = torch.load(path, map_location=self.device, weights_only=False)
+        self.method.load_state_dict(s["method"])
+        set_rng_state(s["rng"])
+        self.env_steps = s["env_steps"]
+        return s["next_itr"], s["wall_time"]
+
+    # ----------------------------------------------------------------- main loop
+    def _start_wandb(self) -> None:
+        if not self.cfg.wandb.enabled:
+            return
+        import wandb
+
+        id_path = self.record.path / "wandb_id.txt"
+        if not id_path.is_file():
+            id_path.write_text(wandb.util.generate_id())
+        self.wandb = wandb.init(
+            project=self.cfg.wandb.project,
+            entity=self.cfg.wandb.entity,
+            name=self.record.path.name,
+            id=id_path.read_text().strip(),
+            dir=str(self.record.path),
+            config=self.cfg.to_dict(),
+            mode="online" if os.environ.get("WANDB_API_KEY") else "offline",
+            resume="allow",
+        )
+
+    def plot(self, episodes: Episodes, name: str, title: str) -> None:
+        if self.cfg.train.plot_rollouts and self.task.plot_rollouts is not None:
+            self.record.plot_dir.mkdir(exist_ok=True)
+            self.task.plot_rollouts(episodes.final_infos, self.record.plot_dir / f"{name}.png", title)
+
+    def fit(self) -> dict[str, Any]:
+        cfg, tc = self.cfg, self.cfg.train
+        start_itr, wall_before = self.load_state()
+        self.record.truncate_metrics(start_itr)
+        self._start_wandb()
+        initial_path = self.record.path / "initial_eval.json"
+        if initial_path.is_file():
+            initial = read_json(initial_path)
+        else:
+            ep = self.evaluate(seed=cfg.seed + 10_000)
+            initial = ep.summary("eval")
+            self.record.write("initial_eval.json", initial)
+            self.plot(ep, "rollouts_initial", f"{cfg.method} {cfg.task}: before fine-tuning")
+
+        t_start = time.perf_counter() - wall_before
+        bar = tqdm(
+            range(start_itr, tc.n_iterations),
+            initial=start_itr,
+            total=tc.n_iterations,
+            desc=f"{cfg.method} {cfg.task} s{cfg.seed}",
+            disable=not cfg.progress,
+        )
+        last_eval: Episodes | None = None
+        for itr in bar:
+            t0 = time.perf_counter()
+            rollout, episodes, timing = self.collect()
+            t1 = time.perf_counter()
+            stats = self.method.update(rollout, itr)
+            t_update = time.perf_counter() - t1
+            for k, v in stats.items():
+                if not np.isfinite(v) and k in ("pg_loss", "v_loss"):
+                    raise FloatingPointError(
+                        f"{k} became {v} at iteration {itr}; lower algo.actor_lr / algo.critic_lr"
+                    )
+            row = {
+                "itr": itr,
+                "env_steps": self.env_steps,
+                "wall_time": time.perf_counter() - t_start,
+                "time_iteration": time.perf_counter() - t0,
+                **timing,
+                "time_update": t_update,
+                **episodes.summary("train"),
+                **stats,
+            }
+            is_last = itr == tc.n_iterations - 1
+            if is_last or (tc.eval_every and (itr + 1) % tc.eval_every == 0):
+                last_eval = self.evaluate(seed=cfg.seed + 10_000)
+                row.update(last_eval.summary("eval"))
+            self.record.append(row)
+            if self.wandb is not None:
+                self.wandb.log(row, step=itr)
+            bar.set_postfix(
+                succ=f"{row['train_success']:.2f}", ret=f"{row['train_return']:.2f}", kl=f"{stats.get('approx_kl', 0):.3f}"
+            )
+            if is_last or (itr + 1) % tc.save_every == 0:
+                self.save_state(itr + 1, row["wall_time"])
+        bar.close()
+
+        rows = self.record.rows()
+        if last_eval is None:  # resumed after the last iteration had already run
+            last_eval = self.evaluate(seed=cfg.seed + 10_000)
+        final = last_eval.summary("eval")
+        self.plot(last_eval, "rollouts_final", f"{cfg.method} {cfg.task}: after fine-tuning")
+        summary = {
+            "initial_eval": initial,
+            "final_eval": final,
+            "n_iterations": tc.n_iterations,
+            "env_steps": self.env_steps,
+            "wall_time": rows[-1]["wall_time"] if rows else 0.0,
+            "time_per_iteration": {
+                k: float(np.median([r[k] for r in rows])) if rows else None
+                for k in ("time_iteration", "time_sample", "time_env", "time_update")
+            },
+            "peak_memory_mb": peak_memory_mb(),
+        }
+        return summary

@@ -1,0 +1,181 @@
+"""DDPM / DDIM diffusion policy over action chunks (SPEC sections 1-2).
+
+The policy denoises a chunk `x` of shape (Ta, Da) in `S` sampling steps
+(`S = K` for DDPM, `S = ddim_steps` for DDIM). Everything a step needs is
+stored per *sampling position* `i = 0..S-1` (0 is the noisiest), so a batch
+may mix positions: that is what DPPO's minibatches of (env step, denoising
+step) pairs need.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from methods.policies.networks import DiffusionMLP
+
+
+def cosine_betas(K: int, s: float = 0.008) -> np.ndarray:
+    """Nichol & Dhariwal's cosine schedule (diffusers' `squaredcos_cap_v2`), float64."""
+    i = np.arange(K + 1, dtype=np.float64)
+    abar = np.cos(((i / K) + s) / (1 + s) * np.pi / 2) ** 2
+    abar = abar / abar[0]
+    return np.clip(1.0 - abar[1:] / abar[:-1], 0.0, 0.999)
+
+
+@dataclass
+class DiffusionPolicyConfig:
+    denoising_steps: int = 20  # K
+    hidden: list[int] = field(default_factory=lambda: [512, 512, 512])
+    time_dim: int = 16
+    activation: str = "relu"
+    residual: bool = True
+    use_ddim: bool = False
+    ddim_steps: int = 5  # used only with use_ddim
+    denoised_clip: float = 1.0  # x0_hat clipped to +-this
+    randn_clip: float = 3.0  # sampling noise z clipped to +-this
+    final_action_clip: float | None = None
+
+
+class DiffusionPolicy(nn.Module):
+    kind = "diffusion"
+
+    def __init__(self, obs_dim: int, act_dim: int, horizon: int, cfg: DiffusionPolicyConfig):
+        super().__init__()
+        self.obs_dim, self.act_dim, self.horizon, self.cfg = obs_dim, act_dim, horizon, cfg
+        K = cfg.denoising_steps
+        self.network = DiffusionMLP(
+            obs_dim, act_dim, horizon, list(cfg.hidden), cfg.time_dim, cfg.activation, cfg.residual
+        )
+
+        betas = cosine_betas(K)
+        alphas = 1.0 - betas
+        abar = np.cumprod(alphas)
+        abar_prev = np.concatenate([[1.0], abar[:-1]])
+        # forward process, indexed by k
+        self._buffer("sqrt_abar", np.sqrt(abar))
+        self._buffer("sqrt_one_minus_abar", np.sqrt(1.0 - abar))
+
+        if cfg.use_ddim:
+            if K % cfg.ddim_steps:
+                raise ValueError(f"ddim_steps={cfg.ddim_steps} must divide denoising_steps={K}")
+            ratio = K // cfg.ddim_steps
+            ks = np.arange(cfg.ddim_steps)[::-1] * ratio  # "leading" spacing, reversed
+            a = abar[ks]
+            a_prev = np.concatenate([abar[ks[1:]], [1.0]])
+            self._buffer("a", a)
+            self._buffer("a_prev", a_prev)
+            # sigma at eta = 1; scaled by eta at use
+            self._buffer("ddim_sigma1", np.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev)))
+        else:
+            ks = np.arange(K)[::-1]
+            var = betas * (1.0 - abar_prev) / (1.0 - abar)
+            self._buffer("sqrt_recip_abar", np.sqrt(1.0 / abar[ks]))
+            self._buffer("sqrt_recipm1_abar", np.sqrt(1.0 / abar[ks] - 1.0))
+            self._buffer("mu_c1", (betas * np.sqrt(abar_prev) / (1.0 - abar))[ks])
+            self._buffer("mu_c2", ((1.0 - abar_prev) * np.sqrt(alphas) / (1.0 - abar))[ks])
+            self._buffer("ddpm_sigma", np.sqrt(np.maximum(var, 1e-20))[ks])
+        self.register_buffer("net_k", torch.as_tensor(ks.copy(), dtype=torch.long), persistent=False)
+
+    def _buffer(self, name: str, values: np.ndarray) -> None:
+        self.register_buffer(name, torch.as_tensor(values, dtype=torch.float32), persistent=False)
+
+    @property
+    def n_sampling_steps(self) -> int:
+        return self.cfg.ddim_steps if self.cfg.use_ddim else self.cfg.denoising_steps
+
+    # ---------------------------------------------------------------- training
+    def bc_loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Eps-prediction MSE with k ~ U{0..K-1}."""
+        k = torch.randint(0, self.cfg.denoising_steps, (actions.shape[0],), device=actions.device)
+        eps = torch.randn_like(actions)
+        x_k = self.sqrt_abar[k, None, None] * actions + self.sqrt_one_minus_abar[k, None, None] * eps
+        return torch.mean((self.network(x_k, k, obs) - eps) ** 2)
+
+    # ---------------------------------------------------------------- one reverse step
+    def step_mean_std(
+        self,
+        network: nn.Module,
+        x: torch.Tensor,
+        pos: torch.Tensor,
+        obs: torch.Tensor,
+        eta: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of p(x_{next} | x) at sampling positions `pos` (B,) with `network`.
+
+        The std returned is the schedule's own (DDPM sigma_k, or DDIM eta * sigma);
+        callers apply their floors.
+        """
+        eps = network(x, self.net_k[pos], obs)
+        shape = (-1, 1, 1)
+        clip = self.cfg.denoised_clip
+        if self.cfg.use_ddim:
+            a, a_prev = self.a[pos].view(shape), self.a_prev[pos].view(shape)
+            x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+            if clip is not None:
+                x0 = x0.clamp(-clip, clip)
+                eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
+            sigma = eta * self.ddim_sigma1[pos].view(shape)
+            mu = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
+            return mu, sigma.expand_as(mu)
+        x0 = self.sqrt_recip_abar[pos].view(shape) * x - self.sqrt_recipm1_abar[pos].view(shape) * eps
+        if clip is not None:
+            x0 = x0.clamp(-clip, clip)
+        mu = self.mu_c1[pos].view(shape) * x0 + self.mu_c2[pos].view(shape) * x
+        return mu, self.ddpm_sigma[pos].view(shape).expand_as(mu)
+
+    # ---------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample(
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = True,
+        min_std: float = 0.0,
+        networks: list[nn.Module] | None = None,
+        record_from: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Run the whole chain for a batch of observations (B, Do).
+
+        deterministic: evaluation sampling (DDPM: std floored at 1e-3 and zero at
+            the last step; DDIM: eta = 0). Otherwise the std is floored at `min_std`
+            and DDIM uses eta = 1.
+        networks: one network per sampling position (default: `self.network` for all).
+        record_from: if given, also return the chain of states from the input of
+            position `record_from` to the final output, (B, S - record_from + 1, Ta, Da).
+        """
+        S = self.n_sampling_steps
+        nets = networks or [self.network] * S
+        B = obs.shape[0]
+        x = torch.randn(B, self.horizon, self.act_dim, device=obs.device)
+        chain = [x] if record_from == 0 else []
+        eta = 0.0 if deterministic else 1.0
+        for i in range(S):
+            pos = torch.full((B,), i, device=obs.device, dtype=torch.long)
+            mu, std = self.step_mean_std(nets[i], x, pos, obs, eta)
+            if deterministic:
+                std = torch.zeros_like(std) if (self.cfg.use_ddim or i == S - 1) else std.clamp(min=1e-3)
+            else:
+                std = std.clamp(min=min_std)
+            z = torch.randn_like(x).clamp_(-self.cfg.randn_clip, self.cfg.randn_clip)
+            x = mu + std * z
+            if i == S - 1 and self.cfg.final_action_clip is not None:
+                x = x.clamp(-self.cfg.final_action_clip, self.cfg.final_action_clip)
+            if record_from is not None and i >= record_from - 1:
+                chain.append(x)
+        return x, (torch.stack(chain, dim=1) if record_from is not None else None)
+
+    def frozen_copy(self) -> nn.Module:
+        net = copy.deepcopy(self.network)
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return net
+
+
+def gaussian_log_prob(x: torch.Tensor, mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Element-wise log N(x; mu, std^2)."""
+    return -((x - mu) ** 2) / (2 * std**2) - torch.log(std) - 0.5 * math.log(2 * math.pi)

@@ -1,0 +1,68 @@
+"""Diagonal Gaussian policy over action chunks (paper D.6).
+
+Pre-training uses a fixed std; fine-tuning learns one log-std per action
+dimension, initialised at the fixed std and clamped to [std_min, std_max].
+Sampled actions are clipped to within `randn_clip` std of the mean.
+Defaults follow the reference's Avoid and Robomimic Gaussian configs
+(irom-princeton/dppo cfg/d3il/pretrain/avoid_m2/pre_gaussian_mlp.yaml: 256x3
+residual ReLU MLP, fixed_std 0.1; cfg/robomimic/finetune/can/ft_ppo_gaussian_mlp.yaml:
+learned std in [0.01, 0.2], randn_clip_value 3).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from methods.policies.networks import make_mlp
+
+
+@dataclass
+class GaussianPolicyConfig:
+    hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
+    activation: str = "relu"
+    residual: bool = True
+    fixed_std: float = 0.1
+    std_min: float = 0.01
+    std_max: float = 0.2
+    randn_clip: float = 3.0
+    tanh_mean: bool = True
+
+
+class GaussianPolicy(nn.Module):
+    kind = "gaussian"
+
+    def __init__(self, obs_dim: int, act_dim: int, horizon: int, cfg: GaussianPolicyConfig):
+        super().__init__()
+        self.obs_dim, self.act_dim, self.horizon, self.cfg = obs_dim, act_dim, horizon, cfg
+        self.network = make_mlp(obs_dim, list(cfg.hidden), horizon * act_dim, cfg.activation, cfg.residual)
+        # Learned only during fine-tuning (requires_grad toggled by the method).
+        self.log_std = nn.Parameter(torch.full((act_dim,), math.log(cfg.fixed_std)), requires_grad=False)
+
+    def mean(self, obs: torch.Tensor) -> torch.Tensor:
+        m = self.network(obs.reshape(obs.shape[0], -1))
+        if self.cfg.tanh_mean:
+            m = torch.tanh(m)
+        return m.view(-1, self.horizon, self.act_dim)
+
+    def std(self) -> torch.Tensor:
+        return self.log_std.exp().clamp(self.cfg.std_min, self.cfg.std_max)
+
+    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Sum of per-dimension log-densities of chunks (B, Ta, Da) -> (B,)."""
+        dist = torch.distributions.Normal(self.mean(obs), self.std())
+        return dist.log_prob(actions).sum(dim=(-1, -2))
+
+    def bc_loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return -self.log_prob(obs, actions).mean() / (self.horizon * self.act_dim)
+
+    @torch.no_grad()
+    def sample(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        mean = self.mean(obs)
+        if deterministic:
+            return mean
+        z = torch.randn_like(mean).clamp_(-self.cfg.randn_clip, self.cfg.randn_clip)
+        return mean + self.std() * z

@@ -1,0 +1,137 @@
+"""Backbones shared by every policy and critic: plain and residual MLPs, the
+sinusoidal time embedding and the diffusion MLP that predicts noise.
+
+Dimensions follow the reference implementation's `DiffusionMLP`
+(irom-princeton/dppo, model/diffusion/mlp_diffusion.py): a 16-dim sinusoidal
+time embedding refined by a two-layer Mish MLP, concatenated with the flattened
+noisy chunk and the flattened observation, fed to a residual MLP.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "mish": nn.Mish,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+}
+
+
+def activation(name: str) -> nn.Module:
+    try:
+        return ACTIVATIONS[name.lower()]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}") from None
+
+
+def mlp(dims: list[int], act: str) -> nn.Sequential:
+    """Linear layers with `act` between them and no activation at the end."""
+    layers: list[nn.Module] = []
+    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(d_in, d_out))
+        if i < len(dims) - 2:
+            layers.append(activation(act))
+    return nn.Sequential(*layers)
+
+
+class ResidualBlock(nn.Module):
+    """Two pre-activation linear layers with a skip connection."""
+
+    def __init__(self, width: int, act: str):
+        super().__init__()
+        self.net = nn.Sequential(
+            activation(act), nn.Linear(width, width), activation(act), nn.Linear(width, width)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+class ResidualMLP(nn.Module):
+    """`in -> hidden`, then one residual block per two further hidden layers, then `hidden -> out`.
+
+    `hidden` lists the hidden widths as in the reference configs (`mlp_dims`);
+    all must be equal and their count odd (1 input layer + pairs), e.g. [512, 512, 512].
+    """
+
+    def __init__(self, d_in: int, hidden: list[int], d_out: int, act: str):
+        super().__init__()
+        width = hidden[0]
+        if any(h != width for h in hidden) or len(hidden) % 2 == 0:
+            raise ValueError(
+                f"residual MLP needs an odd number of equal hidden widths, got {hidden}; "
+                "use residual=false for other shapes"
+            )
+        blocks = [ResidualBlock(width, act) for _ in range((len(hidden) - 1) // 2)]
+        self.net = nn.Sequential(nn.Linear(d_in, width), *blocks, nn.Linear(width, d_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def make_mlp(d_in: int, hidden: list[int], d_out: int, act: str, residual: bool) -> nn.Module:
+    if residual:
+        return ResidualMLP(d_in, hidden, d_out, act)
+    return mlp([d_in, *hidden, d_out], act)
+
+
+class SinusoidalEmbedding(nn.Module):
+    """Transformer-style sin/cos embedding of the (integer) denoising step."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        half = dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half) / (half - 1))
+        self.register_buffer("freqs", freqs, persistent=False)
+
+    def forward(self, k: torch.Tensor) -> torch.Tensor:
+        angles = k.float()[:, None] * self.freqs[None, :]
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class DiffusionMLP(nn.Module):
+    """eps_theta(x_k, k, obs): noise prediction for a chunk of `horizon` actions."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        horizon: int,
+        hidden: list[int],
+        time_dim: int = 16,
+        act: str = "relu",
+        residual: bool = True,
+    ):
+        super().__init__()
+        self.horizon, self.act_dim = horizon, act_dim
+        self.time_embedding = nn.Sequential(
+            SinusoidalEmbedding(time_dim),
+            nn.Linear(time_dim, 2 * time_dim),
+            nn.Mish(),
+            nn.Linear(2 * time_dim, time_dim),
+        )
+        chunk = horizon * act_dim
+        self.body = make_mlp(chunk + time_dim + obs_dim, hidden, chunk, act, residual)
+
+    def forward(self, x: torch.Tensor, k: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """x: (B, Ta, Da) noisy chunk, k: (B,) step indices, obs: (B, Do) -> eps (B, Ta, Da)."""
+        b = x.shape[0]
+        h = torch.cat([x.reshape(b, -1), self.time_embedding(k), obs.reshape(b, -1)], dim=-1)
+        return self.body(h).view(b, self.horizon, self.act_dim)
+
+
+class ValueCritic(nn.Module):
+    """State-only value V(s) (the reference's `CriticObs`)."""
+
+    def __init__(self, obs_dim: int, hidden: list[int], act: str = "mish", residual: bool = True):
+        super().__init__()
+        self.net = make_mlp(obs_dim, hidden, 1, act, residual)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs.reshape(obs.shape[0], -1)).squeeze(-1)

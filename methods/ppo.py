@@ -1,0 +1,277 @@
+"""What every PPO-family method shares: GAE, running reward scaling, the
+cosine-with-warmup LR schedule and the epoch/minibatch update loop.
+
+A subclass says what one training sample is (an env step for a Gaussian
+policy, an (env step, denoising step) pair for DPPO) and how its log-ratio
+and clip range are computed; everything else lives here once.
+
+Defaults are the reference's Avoid fine-tuning values
+(irom-princeton/dppo cfg/d3il/finetune/avoid_m2/ft_ppo_diffusion_mlp.yaml).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from methods.base import Method, Rollout
+from methods.policies.networks import ValueCritic
+
+
+@dataclass
+class PPOConfig:
+    gamma: float = 0.99  # per chunk step
+    gae_lambda: float = 0.95
+    update_epochs: int = 10
+    batch_size: int | None = None  # None: half of the iteration's samples (reference Avoid configs)
+    clip: float = 0.1
+    clip_value: float | None = None  # value-loss clipping; None disables
+    vf_coef: float = 0.5
+    target_kl: float | None = 1.0
+    norm_adv: bool = True
+    adv_clip_quantiles: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    n_critic_warmup_itr: int = 1
+    max_grad_norm: float | None = None
+    reward_scale_running: bool = True
+    reward_scale_const: float = 1.0
+    actor_lr: float = 1e-5
+    actor_min_lr: float = 1e-5
+    actor_lr_warmup: int = 10
+    actor_lr_cycle: int = 100
+    actor_weight_decay: float = 0.0
+    critic_lr: float = 1e-3
+    critic_min_lr: float = 1e-3
+    critic_lr_warmup: int = 10
+    critic_lr_cycle: int = 100
+    critic_weight_decay: float = 0.0
+    critic_hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
+    critic_activation: str = "mish"
+    critic_residual: bool = True
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over (T, N) tensors.
+
+    Bootstraps from `next_values` except after termination; the recursion stops
+    at any episode end (termination or truncation) and at the rollout's end.
+    """
+    not_term = 1.0 - terminated.float()
+    not_done = 1.0 - (terminated | truncated).float()
+    adv = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        delta = rewards[t] + gamma * next_values[t] * not_term[t] - values[t]
+        running = delta + gamma * lam * not_done[t] * running
+        adv[t] = running
+    return adv, adv + values
+
+
+class RunningRewardScaler:
+    """Divide rewards by the running std of the discounted return (no mean shift),
+    clipped to +-10: the reference's `reward_scale_running`."""
+
+    def __init__(self, n_envs: int, gamma: float, clip: float = 10.0, eps: float = 1e-8):
+        self.gamma, self.clip, self.eps = gamma, clip, eps
+        self.ret = np.zeros(n_envs)
+        self.mean, self.var, self.count = 0.0, 1.0, 1e-4
+
+    def __call__(self, rewards: np.ndarray, firsts: np.ndarray) -> np.ndarray:
+        """rewards, firsts: (T, N)."""
+        rets = np.empty_like(rewards, dtype=np.float64)
+        for t in range(rewards.shape[0]):
+            self.ret = rewards[t] + (1.0 - firsts[t]) * self.gamma * self.ret
+            rets[t] = self.ret
+        self._update(rets.reshape(-1))
+        return np.clip(rewards / np.sqrt(self.var + self.eps), -self.clip, self.clip)
+
+    def _update(self, x: np.ndarray) -> None:
+        n, mean, var = len(x), float(x.mean()), float(x.var())
+        total = self.count + n
+        delta = mean - self.mean
+        m2 = self.var * self.count + var * n + delta**2 * self.count * n / total
+        self.mean += delta * n / total
+        self.var = m2 / (total - 1)
+        self.count = total
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ret": self.ret.copy(), "mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        self.ret, self.mean, self.var, self.count = np.array(s["ret"]), s["mean"], s["var"], s["count"]
+
+
+def cosine_warmup_lr(step: int, max_lr: float, min_lr: float, warmup: int, cycle: int) -> float:
+    """Linear warm-up from min_lr to max_lr, then cosine decay back to min_lr; restarts every `cycle`."""
+    s = step % cycle
+    if s < warmup:
+        return min_lr + (max_lr - min_lr) * s / warmup
+    return min_lr + (max_lr - min_lr) * (1 + math.cos(math.pi * (s - warmup) / (cycle - warmup))) / 2
+
+
+def clipped_surrogate(
+    logratio: torch.Tensor, adv: torch.Tensor, clip: torch.Tensor | float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PPO's clipped objective (as a loss), approximate KL `(r-1) - log r`, clip fraction."""
+    ratio = logratio.exp()
+    loss = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - clip, 1 + clip)).mean()
+    with torch.no_grad():
+        approx_kl = ((ratio - 1) - logratio).mean()
+        clipfrac = ((ratio - 1).abs() > clip).float().mean()
+    return loss, approx_kl, clipfrac
+
+
+class PPOMethod(Method):
+    config_cls = PPOConfig
+
+    def __init__(self, policy, cfg: PPOConfig, device, n_iterations: int):
+        super().__init__(policy, cfg, device, n_iterations)
+        self.critic = ValueCritic(policy.obs_dim, cfg.critic_hidden, cfg.critic_activation, cfg.critic_residual)
+        self.critic.to(device)
+        self.actor_optimizer = torch.optim.AdamW(
+            self.actor_parameters(), lr=cfg.actor_min_lr, weight_decay=cfg.actor_weight_decay
+        )
+        self.critic_optimizer = torch.optim.AdamW(
+            self.critic.parameters(), lr=cfg.critic_min_lr, weight_decay=cfg.critic_weight_decay
+        )
+        self.reward_scaler: RunningRewardScaler | None = None
+
+    # ------------------------------------------------------------ subclass hooks
+    @abstractmethod
+    def actor_parameters(self) -> list[torch.nn.Parameter]: ...
+
+    @abstractmethod
+    def make_samples(self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor, values: torch.Tensor):
+        """Flat dict of training samples, each value with the sample index first;
+        must contain `obs`, `advantages`, `returns`, `values`."""
+
+    @abstractmethod
+    def log_ratio_and_clip(self, mb: dict[str, torch.Tensor], adv: torch.Tensor):
+        """Return (logratio, advantages to use, clip range) for a minibatch."""
+
+    # ------------------------------------------------------------ the update
+    def _lrs(self, itr: int) -> tuple[float, float]:
+        c = self.cfg
+        actor_step = max(0, itr - c.n_critic_warmup_itr)
+        return (
+            cosine_warmup_lr(actor_step, c.actor_lr, c.actor_min_lr, c.actor_lr_warmup, c.actor_lr_cycle),
+            cosine_warmup_lr(itr, c.critic_lr, c.critic_min_lr, c.critic_lr_warmup, c.critic_lr_cycle),
+        )
+
+    def update(self, rollout: Rollout, itr: int) -> dict[str, float]:
+        c = self.cfg
+        actor_lr, critic_lr = self._lrs(itr)
+        for g in self.actor_optimizer.param_groups:
+            g["lr"] = actor_lr
+        for g in self.critic_optimizer.param_groups:
+            g["lr"] = critic_lr
+
+        T, N = rollout.n_steps, rollout.n_envs
+        with torch.no_grad():
+            values = self.critic(rollout.obs.reshape(T * N, -1)).view(T, N)
+            next_values = self.critic(rollout.next_obs.reshape(T * N, -1)).view(T, N)
+        rewards = rollout.rewards.cpu().numpy().astype(np.float64)
+        if c.reward_scale_running:
+            if self.reward_scaler is None:
+                self.reward_scaler = RunningRewardScaler(N, c.gamma)
+            rewards = self.reward_scaler(rewards, rollout.firsts.cpu().numpy().astype(np.float64))
+        rewards = torch.as_tensor(rewards * c.reward_scale_const, dtype=torch.float32, device=self.device)
+        advantages, returns = gae(
+            rewards, values, next_values, rollout.terminated, rollout.truncated, c.gamma, c.gae_lambda
+        )
+        samples = self.make_samples(rollout, advantages, returns, values)
+        n = samples["obs"].shape[0]
+        batch_size = c.batch_size or max(1, n // 2)
+        train_actor = itr >= c.n_critic_warmup_itr
+
+        stats: dict[str, list[float]] = {k: [] for k in ("pg_loss", "v_loss", "approx_kl", "clipfrac")}
+        stopped_early = False
+        for _ in range(c.update_epochs):
+            perm = torch.randperm(n, device=self.device)
+            for b in range(max(1, n // batch_size)):  # the last partial batch is skipped
+                idx = perm[b * batch_size : (b + 1) * batch_size]
+                step = self.minibatch_step({k: v[idx] for k, v in samples.items()}, train_actor)
+                for k, v in step.items():
+                    stats[k].append(v)
+                if c.target_kl is not None and step["approx_kl"] > c.target_kl:
+                    stopped_early = True
+                    break
+            if stopped_early:
+                break
+
+        y, v = returns.flatten(), values.flatten()
+        var_y = torch.var(y).item()
+        out = {k: float(np.mean(vals)) if vals else float("nan") for k, vals in stats.items()}
+        out.update(
+            actor_lr=actor_lr,
+            critic_lr=critic_lr,
+            kl_stopped=float(stopped_early),
+            explained_var=float("nan") if var_y == 0 else 1 - torch.var(y - v).item() / var_y,
+        )
+        return out
+
+    def minibatch_step(self, mb: dict[str, torch.Tensor], train_actor: bool = True) -> dict[str, float]:
+        """One gradient step of actor and critic on one minibatch."""
+        c = self.cfg
+        adv = mb["advantages"]
+        if c.norm_adv and adv.numel() > 1:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        lo, hi = c.adv_clip_quantiles
+        if (lo, hi) != (0.0, 1.0):
+            adv = adv.clamp(torch.quantile(adv, lo), torch.quantile(adv, hi))
+
+        logratio, adv, clip = self.log_ratio_and_clip(mb, adv)
+        pg_loss, approx_kl, clipfrac = clipped_surrogate(logratio, adv, clip)
+
+        new_v = self.critic(mb["obs"])
+        if c.clip_value is not None:
+            v_clipped = mb["values"] + (new_v - mb["values"]).clamp(-c.clip_value, c.clip_value)
+            v_loss = 0.5 * torch.max((new_v - mb["returns"]) ** 2, (v_clipped - mb["returns"]) ** 2).mean()
+        else:
+            v_loss = 0.5 * ((new_v - mb["returns"]) ** 2).mean()
+
+        loss = c.vf_coef * v_loss + (pg_loss if train_actor else 0.0)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if train_actor:
+            if c.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.actor_parameters(), c.max_grad_norm)
+            self.actor_optimizer.step()
+        self.critic_optimizer.step()
+        return {
+            "pg_loss": pg_loss.item(),
+            "v_loss": v_loss.item(),
+            "approx_kl": approx_kl.item(),
+            "clipfrac": clipfrac.item(),
+        }
+
+    # ------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "critic": self.critic.state_dict(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.critic.load_state_dict(state["critic"])
+        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        if state["reward_scaler"] is not None:
+            n = len(state["reward_scaler"]["ret"])
+            self.reward_scaler = RunningRewardScaler(n, self.cfg.gamma)
+            self.reward_scaler.load_state_dict(state["reward_scaler"])
