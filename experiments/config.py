@@ -120,6 +120,10 @@ def _coerce(value: Any, tp, key: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        try:  # YAML 1.1 reads "1e-3" as a string
+            return float(value)
+        except (TypeError, ValueError):
+            pass
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value

@@ -68,6 +68,14 @@ def run(cfg: RunConfig, resume: bool = False, force: bool = False) -> dict[str, 
     policy = normalizer = dataset = None
     if cfg.checkpoint:
         policy, normalizer, _ = load_policy(cfg.checkpoint, kind, task.obs_dim, task.act_dim, task.horizon, device)
+        # The architecture is the checkpoint's; the record must say so.
+        default_policy = type(cfg.policy)()
+        if cfg.policy not in (default_policy, policy.cfg):
+            raise ConfigError(
+                f"policy.* overrides {cfg.policy} conflict with the checkpoint's {policy.cfg}; "
+                "drop them (the architecture comes from the checkpoint)"
+            )
+        cfg.policy = policy.cfg
     elif cfg.stage == "finetune":
         raise ConfigError("stage=finetune needs checkpoint=/path/to/policy.pt (or use stage=all to pre-train first)")
     else:

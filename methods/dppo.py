@@ -96,9 +96,10 @@ class DPPO(PPOMethod):
         return gaussian_log_prob(x_next, mu, sigma.clamp(min=self.cfg.min_logprob_std))
 
     def reduce_log_prob(self, logp: torch.Tensor) -> torch.Tensor:
+        executed = logp[:, : self.act_steps]
         if self.cfg.logprob_reduction == "sum":
-            return logp.sum(dim=(-1, -2))
-        return logp.clamp(-5, 2)[:, : self.act_steps].mean(dim=(-1, -2))
+            return executed.sum(dim=(-1, -2))
+        return executed.clamp(-5, 2).mean(dim=(-1, -2))
 
     # -------------------------------------------------------------- PPO hooks
     def make_samples(self, rollout: Rollout, advantages, returns, values):

@@ -1,0 +1,107 @@
+"""Named experiment grids: lists of runs with stable names and dependencies.
+
+A grid run is the overrides of one `python -m experiments.run` call. Runs
+that fine-tune share a pre-trained checkpoint made by an earlier run of the
+same grid (`after`), so seeds differ only in fine-tuning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from envs.tasks import unknown
+
+
+@dataclass
+class GridRun:
+    name: str
+    overrides: dict[str, Any]
+    after: list[str] = field(default_factory=list)
+
+    def args(self, results_dir: Path) -> list[str]:
+        def fmt(v: Any) -> str:
+            if isinstance(v, bool):
+                return str(v).lower()
+            if v is None:
+                return "null"
+            if isinstance(v, list):
+                return "[" + ",".join(fmt(x) for x in v) + "]"
+            return str(v)
+
+        ov = {**self.overrides, "name": self.name, "results_dir": str(results_dir)}
+        return [f"{k}={fmt(v)}" for k, v in ov.items()]
+
+
+def pretrain_then_finetune(
+    task: str,
+    methods: dict[str, str],
+    seeds: list[int],
+    pretrain: dict[str, Any],
+    finetune: dict[str, dict[str, Any]],
+    results_dir: Path,
+) -> list[GridRun]:
+    """One pre-training per policy kind, then each method fine-tunes it over `seeds`.
+
+    methods: method name -> policy kind label used in the pre-train run's name.
+    """
+    runs = []
+    for method, kind in methods.items():
+        pre = f"pretrain_{kind}_{task}"
+        runs.append(GridRun(pre, {"method": method, "task": task, "stage": "pretrain", "seed": 0, **pretrain}))
+        ckpt = results_dir / pre / "checkpoints" / "pretrained.pt"
+        for seed in seeds:
+            runs.append(
+                GridRun(
+                    f"{method}_{task}_s{seed}",
+                    {
+                        "method": method,
+                        "task": task,
+                        "stage": "finetune",
+                        "seed": seed,
+                        "checkpoint": str(ckpt),
+                        **finetune.get(method, {}),
+                    },
+                    after=[pre],
+                )
+            )
+    return runs
+
+
+def quickstart(results_dir: Path) -> list[GridRun]:
+    """Avoid M2 on 2 CPU cores in under 20 minutes: diffusion + DPPO and Gaussian + PPO, 3 seeds."""
+    return pretrain_then_finetune(
+        task="avoid_m2",
+        methods={"dppo": "diffusion", "gaussian_ppo": "gaussian"},
+        seeds=[0, 1, 2],
+        pretrain={"pretrain.n_steps": 20000},
+        finetune={
+            "dppo": {"train.n_iterations": 15, "train.eval_every": 5},
+            "gaussian_ppo": {"train.n_iterations": 15, "train.eval_every": 5},
+        },
+        results_dir=results_dir,
+    )
+
+
+def smoke(results_dir: Path) -> list[GridRun]:
+    """A seconds-long grid for tests: tiny pre-training and two fine-tuning iterations."""
+    tiny = {"train.n_envs": 4, "train.n_iterations": 2, "train.eval_episodes": 4, "train.save_every": 1}
+    return pretrain_then_finetune(
+        task="avoid_m2",
+        methods={"dppo": "diffusion", "gaussian_ppo": "gaussian"},
+        seeds=[0],
+        pretrain={"pretrain.n_steps": 50, "policy.hidden": [64, 64, 64], "train.eval_episodes": 4, "train.n_envs": 4},
+        finetune={"dppo": tiny, "gaussian_ppo": tiny},
+        results_dir=results_dir,
+    )
+
+
+GRIDS: dict[str, Callable[[Path], list[GridRun]]] = {"quickstart": quickstart, "smoke": smoke}
+
+
+def get_grid(name: str, results_dir: Path) -> list[GridRun]:
+    if name not in GRIDS:
+        raise unknown("grid", name, GRIDS)
+    return GRIDS[name](results_dir)
