@@ -76,7 +76,7 @@ def quickstart(results_dir: Path) -> list[GridRun]:
         task="avoid_m2",
         methods={"dppo": "diffusion", "gaussian_ppo": "gaussian"},
         seeds=[0, 1, 2],
-        pretrain={"pretrain.n_steps": 20000},
+        pretrain={},
         finetune={
             "dppo": {"train.n_iterations": 15, "train.eval_every": 5},
             "gaussian_ppo": {"train.n_iterations": 15, "train.eval_every": 5},

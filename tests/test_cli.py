@@ -1,0 +1,177 @@
+"""The entry points as a user runs them: a short end-to-end fine-tune, resume
+after a kill, and the errors bad input must produce."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from envs.normalizer import MinMaxNormalizer
+from methods.policies import DiffusionPolicy, DiffusionPolicyConfig
+from methods.pretrain import save_policy
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "pretrain.n_steps=50",
+    "policy.hidden=[64,64,64]",
+    "train.n_envs=4",
+    "train.eval_episodes=4",
+    "train.n_iterations=2",
+    "train.save_every=1",
+    "progress=false",
+]
+
+
+def run_cli(*args: str, module: str = "experiments.run", timeout: int = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", module, *args] if module else [sys.executable, *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    proc = run_cli("method=dppo", "task=avoid_m2", "seed=0", f"results_dir={results}", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    return results / "dppo_avoid_m2_s0"
+
+
+def test_end_to_end_fine_tune_leaves_a_complete_record(finished_run):
+    d = finished_run
+    for name in ("config.json", "metrics.jsonl", "initial_eval.json", "summary.json"):
+        assert (d / name).is_file(), name
+    for name in ("pretrained.pt", "state.pt", "final.pt"):
+        assert (d / "checkpoints" / name).is_file(), name
+    assert (d / "plots" / "rollouts_initial.png").stat().st_size > 0
+    rows = read_rows(d)
+    assert [r["itr"] for r in rows] == [0, 1]
+    for key in ("env_steps", "wall_time", "time_sample", "time_env", "time_update", "train_return",
+                "train_success", "pg_loss", "v_loss", "clipfrac", "approx_kl"):
+        assert key in rows[0], key
+    assert rows[1]["env_steps"] > rows[0]["env_steps"] > 0
+    assert "eval_success" in rows[-1]
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["final_eval"]["eval_episodes"] == 4
+    assert summary["env_steps"] == rows[-1]["env_steps"]
+    assert summary["hardware"]["cpu_count"] >= 1
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["method"] == "dppo" and cfg["policy"]["hidden"] == [64, 64, 64]
+
+
+def test_fine_tuned_checkpoint_can_start_another_run(finished_run, tmp_path):
+    ckpt = finished_run / "checkpoints" / "final.pt"
+    proc = run_cli("method=dppo", "task=avoid_m2", "stage=finetune", f"checkpoint={ckpt}",
+                   f"results_dir={tmp_path}", *TINY[2:])
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_resume_after_kill_has_no_lost_or_duplicated_rows(tmp_path):
+    args = ["method=gaussian_ppo", "task=avoid_m2", f"results_dir={tmp_path}", *TINY[:-2],
+            "train.n_iterations=12", "train.save_every=2", "progress=false"]
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *args], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir = tmp_path / "gaussian_ppo_avoid_m2_s0"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        metrics = run_dir / "metrics.jsonl"
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "summary.json").exists()
+    n_before = len(read_rows(run_dir))
+    assert 5 <= n_before < 12
+
+    again = run_cli(*args)
+    assert again.returncode == 2 and "--resume" in again.stderr  # refuses to overwrite silently
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    itrs = [r["itr"] for r in read_rows(run_dir)]
+    assert itrs == list(range(12))
+    steps = [r["env_steps"] for r in read_rows(run_dir)]
+    assert all(b > a for a, b in zip(steps, steps[1:]))
+    assert (run_dir / "summary.json").is_file()
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    err = proc.stderr.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1, err
+    for n in needles:
+        assert n in err, err
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["method=dpo"], ["unknown method 'dpo'", "dppo"]),
+        (["task=avoid_m9"], ["unknown task 'avoid_m9'", "avoid_m2"]),
+        (["train.n_iteration=3"], ["unknown config key 'train.n_iteration'", "train.n_iterations"]),
+        (["train.n_iterations=many"], ["train.n_iterations expects int"]),
+        (["stage=finetune"], ["checkpoint="]),
+        (["checkpoint=/nonexistent/policy.pt"], ["does not exist"]),
+        (["dataset=/nonexistent/train.npz"], ["does not exist"]),
+    ],
+)
+def test_bad_input_gives_one_clear_error(args, needles, tmp_path):
+    proc = run_cli("method=dppo", "task=avoid_m2", f"results_dir={tmp_path}", *TINY, *args)
+    assert_clean_error(proc, *needles)
+    assert not list(tmp_path.rglob("summary.json"))
+    assert not list(tmp_path.iterdir())  # nothing created at all
+
+
+def test_checkpoint_of_another_kind_or_dims_is_refused(finished_run, tmp_path):
+    diffusion_ckpt = finished_run / "checkpoints" / "pretrained.pt"
+    proc = run_cli("method=gaussian_ppo", "task=avoid_m2", f"checkpoint={diffusion_ckpt}",
+                   f"results_dir={tmp_path}", *TINY[2:])
+    assert_clean_error(proc, "holds a diffusion policy", "gaussian")
+
+    wrong = DiffusionPolicy(5, 2, 4, DiffusionPolicyConfig(hidden=[16]))
+    norm = MinMaxNormalizer([0] * 5, [1] * 5, [0, 0], [1, 1])
+    save_policy(tmp_path / "wrong.pt", wrong, "other_task", norm, {})
+    proc = run_cli("method=dppo", "task=avoid_m2", f"checkpoint={tmp_path / 'wrong.pt'}",
+                   f"results_dir={tmp_path / 'r'}", *TINY[2:])
+    assert_clean_error(proc, "obs dim 5", "needs 4")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    proc = run_cli("method=dppo", "task=avoid_m2", f"checkpoint={tmp_path / 'junk.pt'}",
+                   f"results_dir={tmp_path / 'r'}", *TINY[2:])
+    assert_clean_error(proc, "not a readable checkpoint")
+    assert not (tmp_path / "r").exists()
+
+
+def test_existing_run_directory_is_refused_without_resume_or_force(finished_run):
+    results = finished_run.parent
+    proc = run_cli("method=dppo", "task=avoid_m2", "seed=0", f"results_dir={results}", *TINY)
+    assert_clean_error(proc, "already exists", "--resume", "--force")
+    assert torch.load(finished_run / "checkpoints" / "final.pt", weights_only=False)["kind"] == "diffusion"
+
+
+def test_run_all_rejects_unknown_grid_and_lists_grids():
+    proc = run_cli("run_all.py", "--grid", "quickstrat", module="")
+    assert_clean_error(proc, "unknown grid 'quickstrat'", "quickstart")
+    listing = run_cli("run_all.py", "--list", module="")
+    assert listing.returncode == 0 and "quickstart" in listing.stdout
+
+
+def test_run_all_smoke_grid_end_to_end_and_resume(tmp_path):
+    proc = run_cli("run_all.py", "--grid", "smoke", "--results", str(tmp_path), "--jobs", "2", module="")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "| dppo | avoid_m2 | 1 |" in proc.stdout and "| gaussian_ppo | avoid_m2 | 1 |" in proc.stdout
+    summaries = sorted(p.parent.name for p in (tmp_path / "smoke").rglob("summary.json"))
+    assert summaries == ["dppo_avoid_m2_s0", "gaussian_ppo_avoid_m2_s0",
+                         "pretrain_diffusion_avoid_m2", "pretrain_gaussian_avoid_m2"]
+    again = run_cli("run_all.py", "--grid", "smoke", "--results", str(tmp_path), module="")
+    assert_clean_error(again, "already exist", "--resume")
+    resumed = run_cli("run_all.py", "--grid", "smoke", "--results", str(tmp_path), "--resume", module="")
+    assert resumed.returncode == 0 and resumed.stdout.count("skip") == 4
