@@ -62,7 +62,10 @@ def launch(results: Path, runs: list[GridRun], jobs: int, resume: bool, force: b
             flag = ["--force"] if force else (["--resume"] if resume else [])
             cmd = [sys.executable, "-m", "experiments.run", *r.args(results), "progress=false", *flag]
             log = open(logs / f"{r.name}.log", "w")
-            running[r.name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env), time.time())
+            running[r.name] = (
+                subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env),
+                time.time(),
+            )
             pending.remove(r)
             print(f"  start  {r.name}")
         time.sleep(0.5)
@@ -163,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     print(report(results, runs))
     failed = [n for n, s in state.items() if s in ("failed", "blocked")]
     if failed:
-        print(f"\n{len(failed)} run(s) failed or blocked: {', '.join(failed)}; fix and rerun with --resume", file=sys.stderr)
+        print(
+            f"\n{len(failed)} run(s) failed or blocked: {', '.join(failed)}; fix and rerun with --resume",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -71,9 +71,7 @@ def get_setting(name: str) -> AvoidSetting:
         return SETTINGS[name]
     except KeyError:
         valid = ", ".join(sorted(SETTINGS))
-        raise ValueError(
-            f"unknown Avoid setting {name!r}; valid settings: {valid}"
-        ) from None
+        raise ValueError(f"unknown Avoid setting {name!r}; valid settings: {valid}") from None
 
 
 def gap_index(level: int, x: float) -> int:
@@ -153,9 +151,7 @@ class AvoidEnv(gym.Env):
             start = np.asarray(options["start"], dtype=np.float64).reshape(2)
             start = np.clip(start, WORKSPACE_LOW, WORKSPACE_HIGH)
         else:
-            start = (
-                START_CENTRE + self.np_random.uniform(-1.0, 1.0, size=2) * START_NOISE
-            )
+            start = START_CENTRE + self.np_random.uniform(-1.0, 1.0, size=2) * START_NOISE
         self._desired = start.copy()
         self._current = start.copy()
         self._path = [self._current.copy()]
@@ -166,9 +162,7 @@ class AvoidEnv(gym.Env):
         self._success = False
         return self._obs(), self._info()
 
-    def step(
-        self, action: np.ndarray
-    ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Move the desired position towards ``action`` and let the end-effector follow."""
         target = np.clip(
             np.asarray(action, dtype=np.float64).reshape(2),
@@ -188,9 +182,7 @@ class AvoidEnv(gym.Env):
 
         self._record_gaps(prev, self._current)
         reward = 0.0
-        if np.any(
-            segment_point_distance(prev, self._current, OBSTACLES) < COLLISION_DISTANCE
-        ):
+        if np.any(segment_point_distance(prev, self._current, OBSTACLES) < COLLISION_DISTANCE):
             self._collided = True
         elif self._current[1] > GOAL_Y:
             self._reached_goal = True

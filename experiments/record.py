@@ -1,12 +1,12 @@
 """The run record: one directory per run.
 
-    config.json         the resolved config (written once, checked on resume)
-    metrics.jsonl       append-only, one JSON row per iteration
-    initial_eval.json   evaluation of the starting policy
-    checkpoints/        pretrained.pt, state.pt (resumable), final.pt
-    plots/              rollout plots
-    summary.json        written atomically at the very end: its presence means "finished"
-    error.txt           the message of a run that failed (removed when it is resumed)
+config.json         the resolved config (written once, checked on resume)
+metrics.jsonl       append-only, one JSON row per iteration
+initial_eval.json   evaluation of the starting policy
+checkpoints/        pretrained.pt, state.pt (resumable), final.pt
+plots/              rollout plots
+summary.json        written atomically at the very end: its presence means "finished"
+error.txt           the message of a run that failed (removed when it is resumed)
 """
 
 from __future__ import annotations

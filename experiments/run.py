@@ -104,7 +104,13 @@ def run(cfg: RunConfig, resume: bool = False, force: bool = False) -> dict[str, 
                     "n_samples": len(obs),
                     "dataset": str(dataset.path),
                 }
-                save_policy(pre_path, policy, task.name, normalizer, {"pretrain": summary["pretrain"]})
+                save_policy(
+                    pre_path,
+                    policy,
+                    task.name,
+                    normalizer,
+                    {"pretrain": summary["pretrain"], "run_config": cfg.to_dict()},
+                )
 
         method = method_cls(policy, cfg.algo, device, cfg.train.n_iterations, task.act_steps)
         trainer = Trainer(cfg, task, method, normalizer, record, device)
@@ -116,7 +122,11 @@ def run(cfg: RunConfig, resume: bool = False, force: bool = False) -> dict[str, 
         else:
             summary.update(trainer.fit())
             save_policy(
-                record.ckpt_dir / "final.pt", method.exported_policy(), task.name, normalizer, {"fine_tuned": cfg.method}
+                record.ckpt_dir / "final.pt",
+                method.exported_policy(),
+                task.name,
+                normalizer,
+                {"fine_tuned": cfg.method},
             )
         summary.update(
             method=cfg.method,

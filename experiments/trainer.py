@@ -267,9 +267,7 @@ class Trainer:
             t_update = time.perf_counter() - t1
             for k, v in stats.items():
                 if not np.isfinite(v) and k in ("pg_loss", "v_loss"):
-                    raise FloatingPointError(
-                        f"{k} became {v} at iteration {itr}; lower algo.actor_lr / algo.critic_lr"
-                    )
+                    raise FloatingPointError(f"{k} became {v} at iteration {itr}; lower algo.actor_lr / algo.critic_lr")
             row = {
                 "itr": itr,
                 "env_steps": self.env_steps,
@@ -288,7 +286,9 @@ class Trainer:
             if self.wandb is not None:
                 self.wandb.log(row, step=itr)
             bar.set_postfix(
-                succ=f"{row['train_success']:.2f}", ret=f"{row['train_return']:.2f}", kl=f"{stats.get('approx_kl', 0):.3f}"
+                succ=f"{row['train_success']:.2f}",
+                ret=f"{row['train_return']:.2f}",
+                kl=f"{stats.get('approx_kl', 0):.3f}",
             )
             if is_last or (itr + 1) % tc.save_every == 0:
                 self.save_state(itr + 1, row["wall_time"])

@@ -55,7 +55,9 @@ class DPPO(PPOMethod):
     def __init__(self, policy: DiffusionPolicy, cfg: DPPOConfig, device, n_iterations: int, act_steps: int):
         S = policy.n_sampling_steps
         if not 1 <= cfg.ft_denoising_steps <= S:
-            raise ValueError(f"ft_denoising_steps must be in [1, {S}] (the sampling steps), got {cfg.ft_denoising_steps}")
+            raise ValueError(
+                f"ft_denoising_steps must be in [1, {S}] (the sampling steps), got {cfg.ft_denoising_steps}"
+            )
         if cfg.logprob_reduction not in ("mean_clamped", "sum"):
             raise ValueError(f"logprob_reduction must be 'mean_clamped' or 'sum', got {cfg.logprob_reduction!r}")
         self.policy = policy.to(device)

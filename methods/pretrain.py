@@ -110,7 +110,7 @@ def load_policy(
         raise CheckpointError(f"checkpoint {path} does not exist; omit checkpoint= to pre-train first")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+    except Exception as e:
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a dppo-bench policy checkpoint (format {CHECKPOINT_FORMAT})")

@@ -32,9 +32,7 @@ OTHER_ROUTE = [
 ]
 
 
-def follow(
-    env: AvoidEnv, waypoints: list[tuple[float, float]]
-) -> tuple[list[float], dict]:
+def follow(env: AvoidEnv, waypoints: list[tuple[float, float]]) -> tuple[list[float], dict]:
     """Command each waypoint in turn (the env rate-limits the motion) until the episode ends."""
     obs, info = env.reset(options={"start": START})
     rewards, i = [], 0
@@ -163,9 +161,7 @@ def test_demos_are_deterministic_per_seed(demos: dict) -> None:
     other = generate_demos("avoid_m2", n_demos=12, seed=1)
     for key in ("states", "actions", "traj_lengths", "modes"):
         assert again[key].tobytes() == demos[key].tobytes()
-    assert other["states"].shape != demos["states"].shape or not np.array_equal(
-        other["states"], demos["states"]
-    )
+    assert other["states"].shape != demos["states"].shape or not np.array_equal(other["states"], demos["states"])
 
 
 def test_written_dataset_is_normalised_and_plots(tmp_path: Path) -> None:
@@ -174,15 +170,11 @@ def test_written_dataset_is_normalised_and_plots(tmp_path: Path) -> None:
     with np.load(out / "train.npz") as train:
         for key in ("states", "actions"):
             assert train[key].min() >= -1.0 and train[key].max() <= 1.0
-        assert (
-            train["traj_lengths"].sum() == len(train["states"]) == len(train["rewards"])
-        )
+        assert train["traj_lengths"].sum() == len(train["states"]) == len(train["rewards"])
     paths = demo_paths_from_dataset(out)
     assert len(paths) == 6
     # States stop one step before the goal crossing, so the last one is just below it.
     assert all(0.3 < p[-1, 1] <= 0.35 and p[0, 1] < -0.28 for p in paths)
 
-    png = plot_avoid(
-        paths[:2], tmp_path / "plot.png", demo_paths=paths, successes=[True, False]
-    )
+    png = plot_avoid(paths[:2], tmp_path / "plot.png", demo_paths=paths, successes=[True, False])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -54,8 +55,19 @@ def test_end_to_end_fine_tune_leaves_a_complete_record(finished_run):
     assert (d / "plots" / "rollouts_initial.png").stat().st_size > 0
     rows = read_rows(d)
     assert [r["itr"] for r in rows] == [0, 1]
-    for key in ("env_steps", "wall_time", "time_sample", "time_env", "time_update", "train_return",
-                "train_success", "pg_loss", "v_loss", "clipfrac", "approx_kl"):
+    for key in (
+        "env_steps",
+        "wall_time",
+        "time_sample",
+        "time_env",
+        "time_update",
+        "train_return",
+        "train_success",
+        "pg_loss",
+        "v_loss",
+        "clipfrac",
+        "approx_kl",
+    ):
         assert key in rows[0], key
     assert rows[1]["env_steps"] > rows[0]["env_steps"] > 0
     assert "eval_success" in rows[-1]
@@ -69,16 +81,25 @@ def test_end_to_end_fine_tune_leaves_a_complete_record(finished_run):
 
 def test_fine_tuned_checkpoint_can_start_another_run(finished_run, tmp_path):
     ckpt = finished_run / "checkpoints" / "final.pt"
-    proc = run_cli("method=dppo", "task=avoid_m2", "stage=finetune", f"checkpoint={ckpt}",
-                   f"results_dir={tmp_path}", *TINY[2:])
+    proc = run_cli(
+        "method=dppo", "task=avoid_m2", "stage=finetune", f"checkpoint={ckpt}", f"results_dir={tmp_path}", *TINY[2:]
+    )
     assert proc.returncode == 0, proc.stderr
 
 
 def test_resume_after_kill_has_no_lost_or_duplicated_rows(tmp_path):
-    args = ["method=gaussian_ppo", "task=avoid_m2", f"results_dir={tmp_path}", *TINY[:-2],
-            "train.n_iterations=12", "train.save_every=2", "progress=false"]
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *args], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        "method=gaussian_ppo",
+        "task=avoid_m2",
+        f"results_dir={tmp_path}",
+        *TINY[:-2],
+        "train.n_iterations=12",
+        "train.save_every=2",
+        "progress=false",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.run", *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     run_dir = tmp_path / "gaussian_ppo_avoid_m2_s0"
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -99,7 +120,7 @@ def test_resume_after_kill_has_no_lost_or_duplicated_rows(tmp_path):
     itrs = [r["itr"] for r in read_rows(run_dir)]
     assert itrs == list(range(12))
     steps = [r["env_steps"] for r in read_rows(run_dir)]
-    assert all(b > a for a, b in zip(steps, steps[1:]))
+    assert all(b > a for a, b in pairwise(steps))
     assert (run_dir / "summary.json").is_file()
 
 
@@ -133,19 +154,26 @@ def test_bad_input_gives_one_clear_error(args, needles, tmp_path):
 
 def test_checkpoint_of_another_kind_or_dims_is_refused(finished_run, tmp_path):
     diffusion_ckpt = finished_run / "checkpoints" / "pretrained.pt"
-    proc = run_cli("method=gaussian_ppo", "task=avoid_m2", f"checkpoint={diffusion_ckpt}",
-                   f"results_dir={tmp_path}", *TINY[2:])
+    proc = run_cli(
+        "method=gaussian_ppo", "task=avoid_m2", f"checkpoint={diffusion_ckpt}", f"results_dir={tmp_path}", *TINY[2:]
+    )
     assert_clean_error(proc, "holds a diffusion policy", "gaussian")
 
     wrong = DiffusionPolicy(5, 2, 4, DiffusionPolicyConfig(hidden=[16]))
     norm = MinMaxNormalizer([0] * 5, [1] * 5, [0, 0], [1, 1])
     save_policy(tmp_path / "wrong.pt", wrong, "other_task", norm, {})
-    proc = run_cli("method=dppo", "task=avoid_m2", f"checkpoint={tmp_path / 'wrong.pt'}",
-                   f"results_dir={tmp_path / 'r'}", *TINY[2:])
+    proc = run_cli(
+        "method=dppo",
+        "task=avoid_m2",
+        f"checkpoint={tmp_path / 'wrong.pt'}",
+        f"results_dir={tmp_path / 'r'}",
+        *TINY[2:],
+    )
     assert_clean_error(proc, "obs dim 5", "needs 4")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    proc = run_cli("method=dppo", "task=avoid_m2", f"checkpoint={tmp_path / 'junk.pt'}",
-                   f"results_dir={tmp_path / 'r'}", *TINY[2:])
+    proc = run_cli(
+        "method=dppo", "task=avoid_m2", f"checkpoint={tmp_path / 'junk.pt'}", f"results_dir={tmp_path / 'r'}", *TINY[2:]
+    )
     assert_clean_error(proc, "not a readable checkpoint")
     assert not (tmp_path / "r").exists()
 
@@ -169,9 +197,26 @@ def test_run_all_smoke_grid_end_to_end_and_resume(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "| dppo | avoid_m2 | 1 |" in proc.stdout and "| gaussian_ppo | avoid_m2 | 1 |" in proc.stdout
     summaries = sorted(p.parent.name for p in (tmp_path / "smoke").rglob("summary.json"))
-    assert summaries == ["dppo_avoid_m2_s0", "gaussian_ppo_avoid_m2_s0",
-                         "pretrain_diffusion_avoid_m2", "pretrain_gaussian_avoid_m2"]
+    assert summaries == [
+        "dppo_avoid_m2_s0",
+        "gaussian_ppo_avoid_m2_s0",
+        "pretrain_diffusion_avoid_m2",
+        "pretrain_gaussian_avoid_m2",
+    ]
     again = run_cli("run_all.py", "--grid", "smoke", "--results", str(tmp_path), module="")
     assert_clean_error(again, "already exist", "--resume")
     resumed = run_cli("run_all.py", "--grid", "smoke", "--results", str(tmp_path), "--resume", module="")
     assert resumed.returncode == 0 and resumed.stdout.count("skip") == 4
+
+
+def test_wandb_logs_offline_without_a_key(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.run", "method=gaussian_ppo", "task=avoid_m2", f"results_dir={tmp_path}",
+         *TINY, "wandb.enabled=true"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    runs = list((tmp_path / "gaussian_ppo_avoid_m2_s0" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("*.wandb")), "no offline wandb log written"

@@ -66,7 +66,9 @@ def test_ddpm_step_matches_posterior_formula():
 
 def test_ddim_step_matches_formula_with_leading_spacing():
     K, S = 20, 5
-    policy = DiffusionPolicy(3, 2, 4, DiffusionPolicyConfig(denoising_steps=K, hidden=[16], use_ddim=True, ddim_steps=S))
+    policy = DiffusionPolicy(
+        3, 2, 4, DiffusionPolicyConfig(denoising_steps=K, hidden=[16], use_ddim=True, ddim_steps=S)
+    )
     abar = reference_abar(K)
     assert policy.net_k.tolist() == [16, 12, 8, 4, 0]
     x = torch.linspace(-0.5, 0.9, 8).view(1, 4, 2)

@@ -49,9 +49,7 @@ MAX_ATTEMPTS_PER_DEMO = 100
 NORM_EPS = 1e-6
 
 
-def mode_waypoints(
-    mode: Mode, start: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
+def mode_waypoints(mode: Mode, start: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Noisy polyline start -> (approach, crossing, exit) per level -> final point.
 
     The exit point above each level keeps the path vertical while it passes the
@@ -90,9 +88,7 @@ def resample(points: np.ndarray, spacing: float) -> np.ndarray:
     s = np.arange(0.0, arc[-1], spacing)
     if arc[-1] - s[-1] > 1e-9:
         s = np.append(s, arc[-1])
-    return np.stack(
-        [np.interp(s, arc, points[:, 0]), np.interp(s, arc, points[:, 1])], axis=1
-    )
+    return np.stack([np.interp(s, arc, points[:, 0]), np.interp(s, arc, points[:, 1])], axis=1)
 
 
 def _rollout(
@@ -111,9 +107,7 @@ def _rollout(
     return None
 
 
-def _sample_demo(
-    env: AvoidEnv, mode: Mode, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray] | None:
+def _sample_demo(env: AvoidEnv, mode: Mode, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
     """Draw one demo in ``mode``.
 
     Returns None if it collides, does not reach the goal within the episode limit or
@@ -195,9 +189,7 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         raise
 
 
-def write_dataset(
-    setting: str, out_dir: str | Path, n_demos: int = 100, seed: int = 0
-) -> Path:
+def write_dataset(setting: str, out_dir: str | Path, n_demos: int = 100, seed: int = 0) -> Path:
     """Generate demos and write ``train.npz``, ``normalization.npz``, ``provenance.json``."""
     demos = generate_demos(setting, n_demos=n_demos, seed=seed)
     out = Path(out_dir)
@@ -231,10 +223,7 @@ def write_dataset(
         "setting": setting,
         "seed": seed,
         "n_demos": n_demos,
-        "demos_per_mode": {
-            str(list(m)): int(np.all(demos["modes"] == m, axis=1).sum())
-            for m in cfg.demo_modes
-        },
+        "demos_per_mode": {str(list(m)): int(np.all(demos["modes"] == m, axis=1).sum()) for m in cfg.demo_modes},
         "rejected": demos["rejected"],
         "transitions": int(lengths.sum()),
         "episode_length": {
@@ -254,9 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setting", default="avoid_m2", choices=sorted(SETTINGS))
-    parser.add_argument(
-        "--out", default=None, help="output folder (default: data/<setting>)"
-    )
+    parser.add_argument("--out", default=None, help="output folder (default: data/<setting>)")
     parser.add_argument("--n-demos", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -10,6 +10,7 @@ noisy chunk and the flattened observation, fed to a residual MLP.
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -33,7 +34,7 @@ def activation(name: str) -> nn.Module:
 def mlp(dims: list[int], act: str) -> nn.Sequential:
     """Linear layers with `act` between them and no activation at the end."""
     layers: list[nn.Module] = []
-    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+    for i, (d_in, d_out) in enumerate(pairwise(dims)):
         layers.append(nn.Linear(d_in, d_out))
         if i < len(dims) - 2:
             layers.append(activation(act))
@@ -45,9 +46,7 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, width: int, act: str):
         super().__init__()
-        self.net = nn.Sequential(
-            activation(act), nn.Linear(width, width), activation(act), nn.Linear(width, width)
-        )
+        self.net = nn.Sequential(activation(act), nn.Linear(width, width), activation(act), nn.Linear(width, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.net(x)

@@ -1,0 +1,433 @@
+"""Speed of our DPPO against the official implementation (irom-princeton/dppo) on the same machine.
+
+Usage:
+    python benchmarks/speed_vs_reference.py --reference /path/to/dppo [--repeats N] [--threads T]
+        [--device cpu] [--json OUT]
+
+`--reference` is a checkout of irom-princeton/dppo; its packages (`model`, `util`, ...) are imported
+from there at run time (only `model.*` is needed: torch and einops). Nothing of it is copied here.
+
+What is measured (Hopper fine-tuning dims from the reference's
+cfg/gym/finetune/hopper-v2/ft_ppo_diffusion_mlp.yaml: obs 11, act 3, Ta = 4, K = 20 DDPM steps,
+K' = 10 fine-tuned steps, actor DiffusionMLP [512, 512, 512] ReLU residual with time_dim 16,
+critic CriticObs [256, 256, 256] Mish residual, AdamW for both):
+
+(a) sample: one full, stochastic denoising chain for 40 envs with the last K' + 1 states recorded,
+    as during fine-tuning rollouts. Reference: `model(cond={"state": (40, 1, 11)}, deterministic=False,
+    return_chain=True)`; ours: `method.act((40, 11), deterministic=False)`.
+(b) update: one PPO minibatch step on 50,000 (env step, denoising step) samples: policy + value loss,
+    backward, AdamW steps of actor and critic. Reference: `PPODiffusion.loss(...)` with the argument
+    layout of agent/finetune/train_ppo_diffusion_agent.py, then `pg_loss + 0.5 * v_loss`, backward,
+    both optimizers stepped; ours: `method.minibatch_step(mb, train_actor=True)`.
+
+Both sides get the same weights (ours are copied from the reference's freshly initialised networks;
+speed does not depend on their values), the same observations, chains, advantages, returns, values and
+old log-probs (the minibatch is built from a reference rollout of 5,000 env steps exactly as its agent
+builds one), and the same torch thread count. Reported: the median wall-clock over `--repeats` calls
+after `--warmup` calls, the two implementations alternating call by call so background load hits both.
+Two extra untimed updates first check that identical weights and data give the same losses (to float
+rounding), and chains sampled from the same seed the same states; the script prints both checks.
+
+Why the two may differ (read from the reference at commit cc7234a, model/diffusion/diffusion_vpg.py and
+diffusion_ppo.py):
+- `VPGDiffusion.p_mean_var` always runs the frozen base network (`self.actor`) on the whole batch, then
+  runs the fine-tuned copy (`self.actor_ft`) on the rows with `t < ft_denoising_steps`, gathered with
+  `torch.where` and scattered back into the frozen output. In (a) that is 20 + 10 = 30 network passes
+  per chain (ours: 20, each step runs exactly one network). In (b) every row is a fine-tuned step, so
+  the frozen pass over all 50,000 rows is computed and thrown away, and the fine-tuned pass pays a
+  gather of x and obs and a scatter of its output (ours: one pass of the fine-tuned network).
+- `PPODiffusion.loss` builds the denoising discount with a Python loop over the 50,000 entries of
+  `denoising_inds` (one 0-dim tensor op per sample, then `torch.tensor` of the list); ours indexes a
+  precomputed (K',) tensor.
+- The reference always runs two `torch.quantile` calls for advantage clipping, also with the
+  hopper config's quantiles 0 and 1, where clipping is a no-op; ours skips them in that case.
+- The reference forms the per-sample log-prob with `torch.distributions.Normal`; ours writes the
+  Gaussian log-density out directly. Same maths.
+Not measured: environment stepping, GAE, the recomputation of old log-probs and data shuffling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Hopper fine-tuning setup: reference cfg/gym/finetune/hopper-v2/ft_ppo_diffusion_mlp.yaml
+OBS_DIM, ACT_DIM, HORIZON, ACT_STEPS = 11, 3, 4, 4
+DENOISING_STEPS, FT_DENOISING_STEPS = 20, 10
+ACTOR_DIMS, TIME_DIM, ACTOR_ACTIVATION = [512, 512, 512], 16, "ReLU"
+CRITIC_DIMS, CRITIC_ACTIVATION = [256, 256, 256], "Mish"
+GAMMA_DENOISING = 0.99
+CLIP_PLOSS_COEF, CLIP_PLOSS_COEF_BASE, CLIP_PLOSS_COEF_RATE = 0.01, 0.01, 3.0
+RANDN_CLIP, MIN_SAMPLING_STD, MIN_LOGPROB_STD = 3.0, 0.1, 0.1
+ACTOR_LR, CRITIC_LR, WEIGHT_DECAY, VF_COEF = 1e-4, 1e-3, 0.0, 0.5
+N_ENVS, BATCH_SIZE = 40, 50_000
+REWARD_HORIZON = ACT_STEPS
+
+Step = Callable[[], Any]
+
+
+# ---------------------------------------------------------------- the two implementations
+def import_reference(path: Path) -> tuple[type, type, type]:
+    """PPODiffusion, DiffusionMLP and CriticObs from a reference checkout, imported from `path` first."""
+    if not (path / "model" / "diffusion" / "diffusion_ppo.py").is_file():
+        sys.exit(f"{path} does not look like an irom-princeton/dppo checkout (no model/diffusion/diffusion_ppo.py)")
+    sys.path.insert(0, str(path))
+    from model.common.critic import CriticObs
+    from model.diffusion.diffusion_ppo import PPODiffusion
+    from model.diffusion.mlp_diffusion import DiffusionMLP
+
+    module_file = Path(sys.modules[PPODiffusion.__module__].__file__ or "").resolve()
+    if not module_file.is_relative_to(path):
+        sys.exit(f"imported the reference from {module_file}, not from {path}")
+    return PPODiffusion, DiffusionMLP, CriticObs
+
+
+def build_reference(path: Path, device: torch.device) -> tuple[Any, torch.optim.Optimizer, torch.optim.Optimizer]:
+    """The reference's PPODiffusion with the hopper config, and its agent's two AdamW optimizers."""
+    PPODiffusion, DiffusionMLP, CriticObs = import_reference(path)
+    actor = DiffusionMLP(
+        action_dim=ACT_DIM,
+        horizon_steps=HORIZON,
+        cond_dim=OBS_DIM,
+        time_dim=TIME_DIM,
+        mlp_dims=list(ACTOR_DIMS),
+        activation_type=ACTOR_ACTIVATION,
+        residual_style=True,
+    )
+    critic = CriticObs(
+        cond_dim=OBS_DIM, mlp_dims=list(CRITIC_DIMS), activation_type=CRITIC_ACTIVATION, residual_style=True
+    )
+    model = PPODiffusion(
+        actor=actor,
+        critic=critic,
+        ft_denoising_steps=FT_DENOISING_STEPS,
+        denoising_steps=DENOISING_STEPS,
+        horizon_steps=HORIZON,
+        obs_dim=OBS_DIM,
+        action_dim=ACT_DIM,
+        device=str(device),
+        gamma_denoising=GAMMA_DENOISING,
+        clip_ploss_coef=CLIP_PLOSS_COEF,
+        clip_ploss_coef_base=CLIP_PLOSS_COEF_BASE,
+        clip_ploss_coef_rate=CLIP_PLOSS_COEF_RATE,
+        randn_clip_value=RANDN_CLIP,
+        min_sampling_denoising_std=MIN_SAMPLING_STD,
+        min_logprob_denoising_std=MIN_LOGPROB_STD,
+    )
+    # agent/finetune/train_ppo_agent.py
+    actor_opt = torch.optim.AdamW(model.actor_ft.parameters(), lr=ACTOR_LR, weight_decay=WEIGHT_DECAY)
+    critic_opt = torch.optim.AdamW(model.critic.parameters(), lr=CRITIC_LR, weight_decay=WEIGHT_DECAY)
+    return model, actor_opt, critic_opt
+
+
+def copy_parameters(src: nn.Module, dst: nn.Module) -> None:
+    """Copy parameters in registration order; both modules must have the same tensor shapes in that order."""
+    src_params, dst_params = list(src.parameters()), list(dst.parameters())
+    shapes = [tuple(p.shape) for p in src_params], [tuple(p.shape) for p in dst_params]
+    if shapes[0] != shapes[1]:
+        raise AssertionError(f"parameter layouts differ:\nreference {shapes[0]}\nours      {shapes[1]}")
+    with torch.no_grad():
+        for s, d in zip(src_params, dst_params, strict=True):
+            d.copy_(s)
+
+
+def build_ours(reference: Any, device: torch.device) -> Any:
+    """Our DPPO with the same sizes and hyper-parameters, starting from the reference's weights."""
+    sys.path.insert(1, str(REPO))
+    from methods.dppo import DPPO, DPPOConfig
+    from methods.policies.diffusion import DiffusionPolicy, DiffusionPolicyConfig
+
+    policy = DiffusionPolicy(
+        obs_dim=OBS_DIM,
+        act_dim=ACT_DIM,
+        horizon=HORIZON,
+        cfg=DiffusionPolicyConfig(
+            denoising_steps=DENOISING_STEPS,
+            hidden=list(ACTOR_DIMS),
+            time_dim=TIME_DIM,
+            activation=ACTOR_ACTIVATION.lower(),
+            residual=True,
+            randn_clip=RANDN_CLIP,
+        ),
+    )
+    copy_parameters(reference.actor_ft, policy.network)  # before DPPO makes its frozen copy
+    cfg = DPPOConfig(
+        ft_denoising_steps=FT_DENOISING_STEPS,
+        gamma_denoise=GAMMA_DENOISING,
+        clip=CLIP_PLOSS_COEF,
+        clip_base=CLIP_PLOSS_COEF_BASE,
+        clip_rate=CLIP_PLOSS_COEF_RATE,
+        min_sampling_std=MIN_SAMPLING_STD,
+        min_logprob_std=MIN_LOGPROB_STD,
+        vf_coef=VF_COEF,
+        batch_size=BATCH_SIZE,
+        n_critic_warmup_itr=0,
+        actor_lr=ACTOR_LR,
+        actor_min_lr=ACTOR_LR,
+        actor_weight_decay=WEIGHT_DECAY,
+        critic_lr=CRITIC_LR,
+        critic_min_lr=CRITIC_LR,
+        critic_weight_decay=WEIGHT_DECAY,
+        critic_hidden=list(CRITIC_DIMS),
+        critic_activation=CRITIC_ACTIVATION.lower(),
+        critic_residual=True,
+    )
+    method = DPPO(policy, cfg, device, n_iterations=1, act_steps=ACT_STEPS)
+    copy_parameters(reference.critic, method.critic)
+    return method
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ---------------------------------------------------------------- inputs
+def make_minibatch(reference: Any, device: torch.device, seed: int) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A 50,000-sample minibatch in both layouts, built from a reference rollout as its agent builds one.
+
+    Returns the reference's `loss(...)` keyword arguments and our `minibatch_step` dict.
+    """
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    n_steps = BATCH_SIZE // FT_DENOISING_STEPS  # env steps x envs in the rollout
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen).to(device)
+
+    obs_k = randn(n_steps, 1, OBS_DIM)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        chains_k = reference(cond={"state": obs_k}, deterministic=False, return_chain=True).chains
+        logprobs_k = reference.get_logprobs({"state": obs_k}, chains_k)
+    logprobs_k = logprobs_k.reshape(n_steps, FT_DENOISING_STEPS, HORIZON, ACT_DIM)
+    returns_k, values_k, advantages_k = randn(n_steps), randn(n_steps), randn(n_steps)
+
+    inds = torch.randperm(n_steps * FT_DENOISING_STEPS, generator=gen).to(device)
+    batch_inds = torch.div(inds, FT_DENOISING_STEPS, rounding_mode="floor")
+    denoising_inds = inds % FT_DENOISING_STEPS
+    ref_args = {
+        "obs": {"state": obs_k[batch_inds]},
+        "chains_prev": chains_k[batch_inds, denoising_inds],
+        "chains_next": chains_k[batch_inds, denoising_inds + 1],
+        "denoising_inds": denoising_inds,
+        "returns": returns_k[batch_inds],
+        "oldvalues": values_k[batch_inds],
+        "advantages": advantages_k[batch_inds],
+        "oldlogprobs": logprobs_k[batch_inds, denoising_inds],
+        "use_bc_loss": False,
+        "reward_horizon": REWARD_HORIZON,
+    }
+    old = ref_args["oldlogprobs"]
+    ours = {
+        "obs": ref_args["obs"]["state"].reshape(BATCH_SIZE, OBS_DIM),
+        "x_prev": ref_args["chains_prev"],
+        "x_next": ref_args["chains_next"],
+        "ft_index": denoising_inds,
+        # ours stores the reduced log-prob: the reference's clamp to [-5, 2] and mean over executed Ta x Da
+        "old_logp": old[:, :REWARD_HORIZON].clamp(-5, 2).mean(dim=(-1, -2)),
+        "advantages": ref_args["advantages"],
+        "returns": ref_args["returns"],
+        "values": ref_args["oldvalues"],
+    }
+    return ref_args, ours
+
+
+# ---------------------------------------------------------------- timing
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_pair(
+    ref: Step, ours: Step, warmup: int, repeats: int, device: torch.device
+) -> tuple[list[float], list[float]]:
+    """Wall-clock ms of `repeats` calls of each after `warmup`, alternating which one goes first."""
+    for _ in range(warmup):
+        ref()
+        ours()
+    times: dict[str, list[float]] = {"ref": [], "ours": []}
+    for r in range(repeats):
+        order = [("ref", ref), ("ours", ours)]
+        for name, fn in order if r % 2 == 0 else reversed(order):
+            sync(device)
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(1e3 * (time.perf_counter() - t0))
+    return times["ref"], times["ours"]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--reference", type=Path, required=True, help="checkout of irom-princeton/dppo")
+    ap.add_argument("--repeats", type=int, default=10, help="timed PPO updates per implementation")
+    ap.add_argument("--sample-repeats", type=int, default=None, help="timed chains (default: 10 x --repeats)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed calls of each operation first")
+    ap.add_argument("--threads", type=int, default=default_threads(), help="torch threads (default: all cores)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = ap.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 1:
+        ap.error("--repeats and --warmup must be >= 1")
+    sample_repeats = args.sample_repeats or 10 * args.repeats
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+
+    reference, ref_actor_opt, ref_critic_opt = build_reference(args.reference.resolve(), device)
+    method = build_ours(reference, device)
+    params = {
+        "actor_reference": n_params(reference.actor_ft),
+        "actor_ours": n_params(method.policy.network),
+        "critic_reference": n_params(reference.critic),
+        "critic_ours": n_params(method.critic),
+    }
+    print(f"actor parameters:  reference {params['actor_reference']:,}  ours {params['actor_ours']:,}")
+    print(f"critic parameters: reference {params['critic_reference']:,}  ours {params['critic_ours']:,}")
+    assert params["actor_reference"] == params["actor_ours"], "actor sizes differ"
+    assert params["critic_reference"] == params["critic_ours"], "critic sizes differ"
+
+    # (a) one stochastic chain for N_ENVS envs, recorded
+    obs = torch.randn(N_ENVS, OBS_DIM, device=device)
+    ref_cond = {"state": obs.view(N_ENVS, 1, OBS_DIM)}
+
+    def ref_sample() -> torch.Tensor:
+        return reference(cond=ref_cond, deterministic=False, return_chain=True).chains
+
+    def our_sample() -> torch.Tensor:
+        return method.act(obs, deterministic=False)[1]["chain"]
+
+    torch.manual_seed(args.seed + 1)
+    ref_chain = ref_sample()
+    torch.manual_seed(args.seed + 1)
+    our_chain = our_sample()
+    chain_shape = (N_ENVS, FT_DENOISING_STEPS + 1, HORIZON, ACT_DIM)
+    assert ref_chain.shape == our_chain.shape == chain_shape, (ref_chain.shape, our_chain.shape)
+    chain_diff = (ref_chain - our_chain).abs().max().item()
+
+    # (b) one PPO minibatch update on BATCH_SIZE samples
+    ref_args, our_mb = make_minibatch(reference, device, args.seed)
+
+    def ref_update() -> tuple[float, float]:
+        pg_loss, _entropy, v_loss, *_ = reference.loss(**ref_args)
+        loss = pg_loss + VF_COEF * v_loss
+        ref_actor_opt.zero_grad()
+        ref_critic_opt.zero_grad()
+        loss.backward()
+        ref_actor_opt.step()
+        ref_critic_opt.step()
+        return pg_loss.item(), v_loss.item()
+
+    def our_update() -> tuple[float, float]:
+        stats = method.minibatch_step(our_mb, train_actor=True)
+        return stats["pg_loss"], stats["v_loss"]
+
+    # The first updates start from identical weights and data, so the losses must agree: the first one has
+    # ratio 1 (pg_loss ~ 0), the second checks the policy loss after one step of each optimizer.
+    check_updates = [(ref_update(), our_update()) for _ in range(2)]
+    losses_agree = all(
+        math.isclose(a, b, rel_tol=1e-2, abs_tol=1e-6)
+        for ref_losses, our_losses in check_updates
+        for a, b in zip(ref_losses, our_losses, strict=True)
+    )
+    print(f"same-seed chains: max |reference - ours| = {chain_diff:.2e}")
+    for i, (ref_losses, our_losses) in enumerate(check_updates, 1):
+        print(
+            f"update {i} (pg_loss, v_loss): reference ({ref_losses[0]:.4e}, {ref_losses[1]:.6f})"
+            f"  ours ({our_losses[0]:.4e}, {our_losses[1]:.6f})"
+        )
+    check = {
+        "chain_max_abs_diff": chain_diff,
+        "check_updates_pg_v_loss": [{"reference": r, "ours": o} for r, o in check_updates],
+        "agree": chain_diff < 1e-3 and losses_agree,
+    }
+    if not check["agree"]:
+        print("WARNING: the two implementations do not compute the same thing here; check before comparing speed")
+
+    results: dict[str, dict[str, Any]] = {}
+    for name, (ref_fn, our_fn, repeats) in {
+        "sample": (ref_sample, our_sample, sample_repeats),
+        "update": (ref_update, our_update, args.repeats),
+    }.items():
+        ref_ms, our_ms = time_pair(ref_fn, our_fn, args.warmup, repeats, device)
+        ref_med, our_med = statistics.median(ref_ms), statistics.median(our_ms)
+        results[name] = {
+            "repeats": repeats,
+            "reference_median_ms": ref_med,
+            "ours_median_ms": our_med,
+            "ratio_reference_over_ours": ref_med / our_med,
+            "reference_ms": ref_ms,
+            "ours_ms": our_ms,
+        }
+
+    machine = {
+        "cpu": cpu_model(),
+        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    labels = {
+        "sample": f"(a) sample one recorded chain, {N_ENVS} envs, K={DENOISING_STEPS}, K'={FT_DENOISING_STEPS}",
+        "update": f"(b) PPO minibatch update, {BATCH_SIZE:,} samples",
+    }
+    print()
+    print(
+        f"Machine: {machine['cpu']}; device {machine['device']}; {machine['threads']} torch threads; "
+        f"torch {machine['torch']}; warm-up {args.warmup}"
+    )
+    print()
+    print("| operation | reference median (ms) | ours median (ms) | ratio (reference/ours) |")
+    print("|---|---:|---:|---:|")
+    for name, r in results.items():
+        print(
+            f"| {labels[name]} (n={r['repeats']}) | {r['reference_median_ms']:.2f} | {r['ours_median_ms']:.2f} "
+            f"| {r['ratio_reference_over_ours']:.2f} |"
+        )
+
+    out = {
+        "machine": machine,
+        "reference": str(args.reference.resolve()),
+        "warmup": args.warmup,
+        "parameters": params,
+        "check": check,
+        "results": results,
+    }
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()
