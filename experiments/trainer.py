@@ -8,6 +8,7 @@ import os
 import random
 import resource
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -219,7 +220,7 @@ class Trainer:
 
         id_path = self.record.path / "wandb_id.txt"
         if not id_path.is_file():
-            id_path.write_text(wandb.util.generate_id())
+            id_path.write_text(uuid.uuid4().hex[:12])
         self.wandb = wandb.init(
             project=self.cfg.wandb.project,
             entity=self.cfg.wandb.entity,
