@@ -61,8 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             raise ConfigError(f"missing {', '.join(k + '=' for k in missing)}; see the module docstring")
         result = evaluate_checkpoint(
-            ov.pop("checkpoint"), ov.pop("method"), ov.pop("task"), int(ov.pop("episodes", 50)),
-            int(ov.pop("seed", 0)), ov,
+            ov.pop("checkpoint"),
+            ov.pop("method"),
+            ov.pop("task"),
+            int(ov.pop("episodes", 50)),
+            int(ov.pop("seed", 0)),
+            ov,
         )
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)

@@ -212,9 +212,21 @@ def test_run_all_smoke_grid_end_to_end_and_resume(tmp_path):
 def test_wandb_logs_offline_without_a_key(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     proc = subprocess.run(
-        [sys.executable, "-m", "experiments.run", "method=gaussian_ppo", "task=avoid_m2", f"results_dir={tmp_path}",
-         *TINY, "wandb.enabled=true"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+        [
+            sys.executable,
+            "-m",
+            "experiments.run",
+            "method=gaussian_ppo",
+            "task=avoid_m2",
+            f"results_dir={tmp_path}",
+            *TINY,
+            "wandb.enabled=true",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     runs = list((tmp_path / "gaussian_ppo_avoid_m2_s0" / "wandb").glob("offline-run-*"))
