@@ -97,12 +97,16 @@ class Trainer:
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(x), dtype=torch.float32, device=self.device)
 
-    def _envs(self):
+    def _train_envs(self):
         if self.venv is None:
-            kind = self.cfg.train.vector_env
-            self.venv = make_vector_env([self.make_env] * self.cfg.train.n_envs, kind)
-            self.eval_venv = make_vector_env([self.make_env] * min(self.n_eval, self.cfg.train.n_envs), kind)
+            self.venv = make_vector_env([self.make_env] * self.cfg.train.n_envs, self.cfg.train.vector_env)
         return self.venv
+
+    def _eval_envs(self):
+        if self.eval_venv is None:
+            n = min(self.n_eval, self.cfg.train.n_envs)
+            self.eval_venv = make_vector_env([self.make_env] * n, self.cfg.train.vector_env)
+        return self.eval_venv
 
     def close(self) -> None:
         for v in (self.venv, self.eval_venv):
@@ -113,7 +117,7 @@ class Trainer:
 
     # ----------------------------------------------------------------- rollouts
     def collect(self) -> tuple[Rollout, Episodes, dict[str, float]]:
-        venv, T, N = self._envs(), self.n_steps, self.cfg.train.n_envs
+        venv, T, N = self._train_envs(), self.n_steps, self.cfg.train.n_envs
         timing = {"time_sample": 0.0, "time_env": 0.0}
         if self.obs is None or self.cfg.train.reset_every_iteration:
             self.obs, _ = venv.reset(seed=int(np.random.randint(2**31)))
@@ -167,8 +171,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, seed: int) -> Episodes:
         """`n_eval` episodes with the task's protocol; each env runs its share from a fixed seed."""
-        self._envs()
-        venv = self.eval_venv
+        venv = self._eval_envs()
         n_envs = venv.num_envs
         quota = np.full(n_envs, self.n_eval // n_envs)
         quota[: self.n_eval % n_envs] += 1

@@ -192,6 +192,14 @@ def test_run_all_rejects_unknown_grid_and_lists_grids():
     assert listing.returncode == 0 and "quickstart" in listing.stdout
 
 
+def test_run_all_dry_run_lists_runs_and_creates_nothing(tmp_path):
+    proc = run_cli("run_all.py", "--grid", "quickstart", "--dry-run", "--results", str(tmp_path), module="")
+    assert proc.returncode == 0, proc.stderr
+    assert "8 runs" in proc.stdout
+    assert proc.stdout.count("stage=finetune") == 6 and proc.stdout.count("stage=pretrain") == 2
+    assert not list(tmp_path.iterdir())
+
+
 def test_run_all_smoke_grid_end_to_end_and_resume(tmp_path):
     proc = run_cli("run_all.py", "--grid", "smoke", "--results", str(tmp_path), "--jobs", "2", module="")
     assert proc.returncode == 0, proc.stdout + proc.stderr
