@@ -13,7 +13,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from envs.data.loaders import DatasetError, Trajectories, load_npz
+from envs.data.loaders import DatasetError, Trajectories, load_dataset
 from envs.normalizer import MinMaxNormalizer
 from envs.wrappers import ActionChunkWrapper, NormalizeWrapper
 
@@ -49,6 +49,7 @@ class TaskSpec:
     make_raw_env: Callable[[], gym.Env]
     make_dataset: Callable[[Path], None]  # writes train.npz + normalization.npz into a folder
     plot_rollouts: Callable[[list[dict], Path, str], None] | None = None  # final infos -> PNG
+    score: Callable[[float], float] | None = None  # episode return -> normalised score (D4RL)
     pixel_obs: str = "-"
 
     def default_dataset(self) -> Path:
@@ -60,7 +61,7 @@ class TaskSpec:
             path = self.default_dataset()
             if not (path.parent / "provenance.json").is_file():
                 self.make_dataset(path.parent)
-        return load_npz(path, self.obs_dim, self.act_dim)
+        return load_dataset(path, self.obs_dim, self.act_dim)
 
     def make_env(self, normalizer: MinMaxNormalizer) -> gym.Env:
         env = NormalizeWrapper(self.make_raw_env(), normalizer)
@@ -108,7 +109,60 @@ def _avoid(setting: str) -> TaskSpec:
     )
 
 
-TASKS: dict[str, TaskSpec] = {t.name: t for t in (_avoid("avoid_m1"), _avoid("avoid_m2"), _avoid("avoid_m3"))}
+def _gym_env(env_id: str) -> gym.Env:
+    return gym.make(env_id)  # v5 envs carry their 1000-step TimeLimit
+
+
+def _gym_dataset(task: str, out_dir: Path) -> None:
+    from envs.data.gym_medium import write_dataset
+
+    n = int(os.environ.get("DPPO_GYM_TRANSITIONS", 200_000))
+    write_dataset(task, out_dir, n_transitions=n)
+
+
+# D4RL's reference returns (random, expert) for its normalised score, d4rl/infos.py REF_MIN/MAX_SCORE.
+# Our envs are gymnasium's v5, not D4RL's v2, so scores computed with them are approximate.
+D4RL_REFERENCE_RETURNS = {
+    "hopper": (-20.272305, 3234.3),
+    "walker2d": (1.629008, 4592.3),
+    "halfcheetah": (-280.178953, 12135.0),
+}
+
+
+def d4rl_score(task: str, episode_return: float) -> float:
+    lo, hi = D4RL_REFERENCE_RETURNS[task]
+    return 100.0 * (episode_return - lo) / (hi - lo)
+
+
+def _gym(task: str, env_id: str, obs_dim: int, act_dim: int) -> TaskSpec:
+    return TaskSpec(
+        name=task,
+        suite="gym",
+        obs_dim=obs_dim,
+        act_dim=act_dim,
+        max_episode_steps=1000,
+        horizon=4,
+        act_steps=4,
+        sparse_reward=False,
+        eval_episodes=40,
+        eval_deterministic=True,
+        make_raw_env=functools.partial(_gym_env, env_id),
+        make_dataset=functools.partial(_gym_dataset, task),
+        score=functools.partial(d4rl_score, task),
+    )
+
+
+TASKS: dict[str, TaskSpec] = {
+    t.name: t
+    for t in (
+        _avoid("avoid_m1"),
+        _avoid("avoid_m2"),
+        _avoid("avoid_m3"),
+        _gym("hopper", "Hopper-v5", 11, 3),
+        _gym("walker2d", "Walker2d-v5", 17, 6),
+        _gym("halfcheetah", "HalfCheetah-v5", 17, 6),
+    )
+}
 
 
 def get_task(name: str) -> TaskSpec:

@@ -32,6 +32,7 @@ class ConfigError(ValueError):
 @dataclass
 class TrainConfig:
     n_iterations: int = 40
+    env_step_budget: int | None = None  # also stop once this many env steps are done (the last eval is there)
     n_envs: int = 50
     n_steps: int | None = None  # chunk steps per env per iteration; None: one episode (max steps / Ta)
     reset_every_iteration: bool = True
@@ -55,6 +56,7 @@ class RunConfig:
     task: str = "avoid_m2"
     seed: int = 0
     stage: str = "all"  # pretrain | finetune | all
+    scale: str = "paper"  # paper: the reference's values; cpu: the suite's 2-core preset (CPU_PRESETS)
     checkpoint: str | None = None  # pre-trained policy; None pre-trains one first
     dataset: str | None = None  # None: the task's default (generated on first use)
     device: str = "auto"
@@ -81,6 +83,7 @@ class RunConfig:
 
 
 STAGES = ("pretrain", "finetune", "all")
+SCALES = ("paper", "cpu")
 
 # The reference pre-trains Avoid policies for 10-15k epochs at batch 16 (cfg/d3il/pretrain/avoid_m2/*.yaml,
 # paper D.8); on 2 CPU cores we take 10k steps at batch 256 with a 10x higher learning rate.
@@ -100,6 +103,50 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     },
     # cfg/d3il/{pretrain,finetune}/avoid_m2/*_gaussian_mlp.yaml: 256x3 residual ReLU, fixed std 0.1
     ("d3il", "gaussian_ppo"): {**_AVOID_PRETRAIN},
+    # Paper scale, identical for hopper, walker2d and halfcheetah in the reference:
+    # cfg/gym/pretrain/hopper-medium-v2/pre_diffusion_mlp.yaml: 200 epochs, batch 128, lr 1e-3 -> 1e-4,
+    #   weight decay 1e-6, EMA 0.995, K 20, MLP 512x3 residual ReLU
+    # cfg/gym/finetune/hopper-v2/ft_ppo_diffusion_mlp.yaml (and walker2d-v2, halfcheetah-v2): 40 envs,
+    #   500 chunk steps per iteration without resets, 1000 iterations, K' 10, gamma_denoising 0.99,
+    #   clip 0.01 (base 0.01, rate 3), min stds 0.1, actor lr 1e-4, critic lr 1e-3 (warm-up 10, cycle 1000),
+    #   no critic warm-up, batch 50000, 5 epochs, target KL 1, eval every 10 iterations
+    ("gym", "dppo"): {
+        "pretrain.n_epochs": 200,
+        "pretrain.batch_size": 128,
+        "pretrain.lr": 1e-3,
+        "pretrain.min_lr": 1e-4,
+        "pretrain.warmup_steps": 1,
+        "train.n_envs": 40,
+        "train.n_steps": 500,
+        "train.reset_every_iteration": False,
+        "train.n_iterations": 1000,
+        "train.eval_every": 10,
+        "algo.ft_denoising_steps": 10,
+        "algo.gamma_denoise": 0.99,
+        "algo.clip": 0.01,
+        "algo.clip_base": 0.01,
+        "algo.clip_rate": 3.0,
+        "algo.actor_lr": 1e-4,
+        "algo.actor_min_lr": 1e-4,
+        "algo.actor_lr_cycle": 1000,
+        "algo.critic_lr_cycle": 1000,
+        "algo.n_critic_warmup_itr": 0,
+        "algo.batch_size": 50000,
+        "algo.update_epochs": 5,
+    },
+}
+
+# `scale=cpu`: applied after the paper-scale preset, for a 2-core machine.
+CPU_PRESETS: dict[str, dict[str, Any]] = {
+    # 25 iterations x 40 envs x 500 chunk steps x 4 = 2M env steps; pre-training ~3% of the paper's.
+    "gym": {
+        "pretrain.n_epochs": None,
+        "pretrain.n_steps": 40000,
+        "pretrain.batch_size": 256,
+        "pretrain.warmup_steps": 100,
+        "train.n_iterations": 25,
+        "train.eval_every": 5,
+    },
 }
 
 
@@ -198,7 +245,12 @@ def build_config(overrides: dict[str, Any]) -> RunConfig:
     task = get_task(cfg.task)
     cfg.policy = POLICIES[method_cls.policy_kind][1]()
     cfg.algo = method_cls.config_cls()
-    for k, v in {**PRESETS.get((task.suite, cfg.method), {}), **overrides}.items():
+    scale = str(overrides.pop("scale", "paper"))
+    if scale not in SCALES:
+        raise ConfigError(f"scale must be one of {SCALES}, got {scale!r}")
+    cfg.scale = scale
+    cpu = CPU_PRESETS.get(task.suite, {}) if scale == "cpu" else {}
+    for k, v in {**PRESETS.get((task.suite, cfg.method), {}), **cpu, **overrides}.items():
         set_key(cfg, k, v)
     if cfg.stage not in STAGES:
         raise ConfigError(f"stage must be one of {STAGES}, got {cfg.stage!r}")

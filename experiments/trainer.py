@@ -9,6 +9,7 @@ import random
 import resource
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,13 +55,16 @@ class Episodes:
         self.successes.append(bool(info.get("success", False)))
         self.final_infos.append(info)
 
-    def summary(self, prefix: str) -> dict[str, float]:
+    def summary(self, prefix: str, score: Callable[[float], float] | None = None) -> dict[str, float]:
         n = len(self.returns)
-        return {
+        out = {
             f"{prefix}_return": float(np.mean(self.returns)) if n else float("nan"),
             f"{prefix}_success": float(np.mean(self.successes)) if n else float("nan"),
             f"{prefix}_episodes": n,
         }
+        if score is not None:
+            out[f"{prefix}_score"] = score(out[f"{prefix}_return"]) if n else float("nan")
+        return out
 
 
 def final_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
@@ -250,7 +254,7 @@ class Trainer:
             initial = read_json(initial_path)
         else:
             ep = self.evaluate(seed=cfg.seed + 10_000)
-            initial = ep.summary("eval")
+            initial = ep.summary("eval", self.task.score)
             self.record.write("initial_eval.json", initial)
             self.plot(ep, "rollouts_initial", f"{cfg.method} {cfg.task}: before fine-tuning")
 
@@ -279,13 +283,13 @@ class Trainer:
                 "time_iteration": time.perf_counter() - t0,
                 **timing,
                 "time_update": t_update,
-                **episodes.summary("train"),
+                **episodes.summary("train", self.task.score),
                 **stats,
             }
-            is_last = itr == tc.n_iterations - 1
+            is_last = itr == tc.n_iterations - 1 or (tc.env_step_budget and self.env_steps >= tc.env_step_budget)
             if is_last or (tc.eval_every and (itr + 1) % tc.eval_every == 0):
                 last_eval = self.evaluate(seed=cfg.seed + 10_000)
-                row.update(last_eval.summary("eval"))
+                row.update(last_eval.summary("eval", self.task.score))
             self.record.append(row)
             if self.wandb is not None:
                 self.wandb.log(row, step=itr)
@@ -296,17 +300,22 @@ class Trainer:
             )
             if is_last or (itr + 1) % tc.save_every == 0:
                 self.save_state(itr + 1, row["wall_time"])
+            if is_last:
+                break
         bar.close()
 
         rows = self.record.rows()
         if last_eval is None:  # resumed after the last iteration had already run
             last_eval = self.evaluate(seed=cfg.seed + 10_000)
-        final = last_eval.summary("eval")
+        final = last_eval.summary("eval", self.task.score)
         self.plot(last_eval, "rollouts_final", f"{cfg.method} {cfg.task}: after fine-tuning")
+        plot_learning_curve(
+            rows, initial, self.record.plot_dir / "learning_curve.png", f"{cfg.method} {cfg.task} s{cfg.seed}"
+        )
         summary = {
             "initial_eval": initial,
             "final_eval": final,
-            "n_iterations": tc.n_iterations,
+            "n_iterations": len(rows),
             "env_steps": self.env_steps,
             "wall_time": rows[-1]["wall_time"] if rows else 0.0,
             "time_per_iteration": {
@@ -316,3 +325,27 @@ class Trainer:
             "peak_memory_mb": peak_memory_mb(),
         }
         return summary
+
+
+def plot_learning_curve(rows: list[dict[str, Any]], initial: dict[str, float], out_png, title: str) -> None:
+    """Evaluation (and training) return against env steps, with the starting policy at 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    train = [(r["env_steps"], r["train_return"]) for r in rows if r.get("train_return") is not None]
+    evals = [(0, initial.get("eval_return"))] + [(r["env_steps"], r["eval_return"]) for r in rows if "eval_return" in r]
+    if train:
+        ax.plot(*zip(*train), color="0.6", lw=1, label="train episodes")
+    ax.plot(*zip(*evals), marker="o", lw=2, label="evaluation")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("episode return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)

@@ -36,6 +36,7 @@ class CheckpointError(ValueError):
 @dataclass
 class PretrainConfig:
     n_steps: int = 6000
+    n_epochs: int | None = None  # if set, overrides n_steps: epochs x dataset size / batch size
     batch_size: int = 128
     lr: float = 1e-4
     min_lr: float = 1e-5
@@ -54,6 +55,7 @@ def pretrain(
     progress: bool = True,
 ) -> tuple[torch.nn.Module, list[float]]:
     """Fit `policy.bc_loss` on (obs, action-chunk) pairs; returns the EMA policy and the loss curve."""
+    n_steps = cfg.n_steps if cfg.n_epochs is None else max(1, cfg.n_epochs * len(obs) // cfg.batch_size)
     gen = torch.Generator().manual_seed(seed)
     obs_t = torch.as_tensor(obs, device=device)
     act_t = torch.as_tensor(actions, device=device)
@@ -61,10 +63,10 @@ def pretrain(
     ema = copy.deepcopy(policy).requires_grad_(False)
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     losses: list[float] = []
-    bar = tqdm(range(cfg.n_steps), desc="pre-train", disable=not progress, mininterval=1.0)
+    bar = tqdm(range(n_steps), desc="pre-train", disable=not progress, mininterval=1.0)
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = cosine_warmup_lr(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.n_steps)
+            g["lr"] = cosine_warmup_lr(step, cfg.lr, cfg.min_lr, cfg.warmup_steps, n_steps)
         idx = torch.randint(0, len(obs_t), (cfg.batch_size,), generator=gen).to(device)
         loss = policy.bc_loss(obs_t[idx], act_t[idx])
         if not torch.isfinite(loss):

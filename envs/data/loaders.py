@@ -71,3 +71,90 @@ def load_npz(path: str | Path, obs_dim: int, act_dim: int) -> Trajectories:
     if normalizer.obs_dim != obs_dim or normalizer.act_dim != act_dim:
         raise DatasetError(f"{norm_path} has statistics for obs {normalizer.obs_dim} / action {normalizer.act_dim}")
     return Trajectories(states.astype(np.float32), actions.astype(np.float32), lengths, normalizer, path)
+
+
+def split_trajectories(
+    observations: np.ndarray, actions: np.ndarray, terminals: np.ndarray, timeouts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut D4RL's flat arrays into trajectories at terminals and timeouts.
+
+    A trailing piece with neither (a rollout cut off by the dataset's size) is kept as a trajectory.
+    Returns (states, actions, traj_lengths) with the states and actions unchanged in order.
+    """
+    ends = np.flatnonzero(np.asarray(terminals, bool) | np.asarray(timeouts, bool))
+    bounds = [*(ends + 1).tolist()]
+    if not bounds or bounds[-1] != len(observations):
+        bounds.append(len(observations))
+    lengths = np.diff([0, *bounds]).astype(np.int64)
+    return observations, actions, lengths[lengths > 0]
+
+
+def write_reference_npz(out_dir: str | Path, states: np.ndarray, actions: np.ndarray, traj_lengths: np.ndarray) -> None:
+    """Write `train.npz` (normalised to [-1, 1]) and `normalization.npz` in the reference's layout."""
+    import os
+
+    out_dir = Path(out_dir)
+    normalizer = MinMaxNormalizer(states.min(0), states.max(0), actions.min(0), actions.max(0))
+    for name, arrays in (
+        ("normalization.npz", normalizer_arrays(normalizer)),
+        (
+            "train.npz",
+            {
+                "states": normalizer.normalize_obs(states),
+                "actions": normalizer.normalize_action(actions),
+                "traj_lengths": np.asarray(traj_lengths, np.int64),
+            },
+        ),
+    ):
+        tmp = out_dir / (name + ".tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, out_dir / name)
+
+
+def normalizer_arrays(n: MinMaxNormalizer) -> dict[str, np.ndarray]:
+    return {"obs_min": n.obs_min, "obs_max": n.obs_max, "action_min": n.action_min, "action_max": n.action_max}
+
+
+D4RL_KEYS = ("observations", "actions", "terminals", "timeouts")
+
+
+def load_d4rl_hdf5(path: str | Path, obs_dim: int, act_dim: int) -> Trajectories:
+    """D4RL's HDF5 (`observations, actions, rewards, terminals, timeouts`), normalised with its own min/max."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"dataset file {path} does not exist; pass dataset=/path/to/<task>-medium-v2.hdf5")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise DatasetError(f"{path} is not a readable HDF5 file ({e})") from None
+    with f:
+        missing = [k for k in D4RL_KEYS if k not in f]
+        if missing:
+            raise DatasetError(
+                f"{path} lacks D4RL keys {missing}; expected observations (N, {obs_dim}), actions (N, {act_dim}), "
+                "rewards (N,), terminals (N,), timeouts (N,)"
+            )
+        obs, act = f["observations"][:], f["actions"][:]
+        terminals, timeouts = f["terminals"][:], f["timeouts"][:]
+    if obs.ndim != 2 or obs.shape[1] != obs_dim or act.ndim != 2 or act.shape[1] != act_dim or len(obs) != len(act):
+        raise DatasetError(
+            f"{path} has observations {obs.shape} and actions {act.shape}; "
+            f"this task needs observations (N, {obs_dim}) and actions (N, {act_dim})"
+        )
+    states, actions, lengths = split_trajectories(obs, act, terminals, timeouts)
+    normalizer = MinMaxNormalizer(states.min(0), states.max(0), actions.min(0), actions.max(0))
+    return Trajectories(
+        normalizer.normalize_obs(states), normalizer.normalize_action(actions), lengths, normalizer, path
+    )
+
+
+def load_dataset(path: str | Path, obs_dim: int, act_dim: int) -> Trajectories:
+    """Dispatch on the file type: D4RL HDF5 (.hdf5/.h5) or the reference's train.npz."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".hdf5", ".h5"):
+        return load_d4rl_hdf5(path, obs_dim, act_dim)
+    if suffix == ".npz":
+        return load_npz(path, obs_dim, act_dim)
+    raise DatasetError(f"{path}: unknown dataset format {suffix!r}; use a D4RL .hdf5 or the reference's train.npz")
