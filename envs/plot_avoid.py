@@ -64,15 +64,8 @@ def plot_avoid(
 
 def demo_paths_from_dataset(dataset_dir: str | Path) -> list[np.ndarray]:
     """Current-position paths (T, 2) of every demo in a processed Avoid dataset folder."""
-    folder = Path(dataset_dir)
-    with (
-        np.load(folder / "train.npz") as train,
-        np.load(folder / "normalization.npz") as norm,
-    ):
-        states = train["states"].astype(np.float64)
-        lengths = train["traj_lengths"]
-        lo = norm["obs_min"].astype(np.float64)
-        hi = norm["obs_max"].astype(np.float64)
-    # Inverse of the generator's 2 * (x - min) / (max - min + 1e-6) - 1.
-    raw = (states + 1.0) / 2.0 * (hi - lo + 1e-6) + lo
-    return [seg[:, 2:4] for seg in np.split(raw, np.cumsum(lengths)[:-1])]
+    from envs.data.loaders import load_npz
+
+    traj = load_npz(Path(dataset_dir) / "train.npz", obs_dim=4, act_dim=2)
+    raw = traj.normalizer.unnormalize_obs(traj.states)
+    return [seg[:, 2:4] for seg in np.split(raw, np.cumsum(traj.traj_lengths)[:-1])]

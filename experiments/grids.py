@@ -98,7 +98,32 @@ def smoke(results_dir: Path) -> list[GridRun]:
     )
 
 
-GRIDS: dict[str, Callable[[Path], list[GridRun]]] = {"quickstart": quickstart, "smoke": smoke}
+GYM_TASKS = ("hopper", "walker2d", "halfcheetah")
+
+
+def gym(results_dir: Path) -> list[GridRun]:
+    """Paper scale (Fig. 5 top): DPPO on Hopper, Walker2d, HalfCheetah medium data, 3 seeds, 1000 iterations."""
+    runs: list[GridRun] = []
+    for task in GYM_TASKS:
+        runs += pretrain_then_finetune(task, {"dppo": "diffusion"}, [0, 1, 2], {}, {}, results_dir)
+    return runs
+
+
+def gym_mini(results_dir: Path) -> list[GridRun]:
+    """The Gym suite on 2 CPU cores (scale=cpu): 1 seed per task, 2M env steps of DPPO."""
+    runs: list[GridRun] = []
+    for task in GYM_TASKS:
+        cpu = {"scale": "cpu"}
+        runs += pretrain_then_finetune(task, {"dppo": "diffusion"}, [0], cpu, {"dppo": cpu}, results_dir)
+    return runs
+
+
+GRIDS: dict[str, Callable[[Path], list[GridRun]]] = {
+    "quickstart": quickstart,
+    "smoke": smoke,
+    "gym": gym,
+    "gym_mini": gym_mini,
+}
 
 
 def get_grid(name: str, results_dir: Path) -> list[GridRun]:

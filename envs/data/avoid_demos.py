@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +28,7 @@ from envs.avoid import (
     Mode,
     get_setting,
 )
+from envs.data.loaders import write_provenance, write_reference_npz
 
 # Gap centre x per level, indexed by gap. Routes keep at least ~2 cm beyond the
 # collision distance, so demonstrations replayed with the fine-tuning noise
@@ -46,7 +44,6 @@ WAYPOINT_NOISE_STD = np.array([0.006, 0.004])
 SPEED_RANGE = (0.009, 0.013)  # metres of desired-position travel per step
 CHAIKIN_ITERATIONS = 3
 MAX_ATTEMPTS_PER_DEMO = 100
-NORM_EPS = 1e-6
 
 
 def mode_waypoints(mode: Mode, start: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -166,29 +163,6 @@ def generate_demos(setting: str, n_demos: int = 100, seed: int = 0) -> dict[str,
     }
 
 
-def normalize(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Min/max-normalise to [-1, 1] as the reference implementation does."""
-    return (2.0 * (x - lo) / (hi - lo + NORM_EPS) - 1.0).astype(np.float32)
-
-
-def unnormalize(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`normalize`."""
-    return ((x + 1.0) / 2.0 * (hi - lo + NORM_EPS) + lo).astype(np.float32)
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write via a temporary file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_dataset(setting: str, out_dir: str | Path, n_demos: int = 100, seed: int = 0) -> Path:
     """Generate demos and write ``train.npz``, ``normalization.npz``, ``provenance.json``."""
     demos = generate_demos(setting, n_demos=n_demos, seed=seed)
@@ -198,23 +172,8 @@ def write_dataset(setting: str, out_dir: str | Path, n_demos: int = 100, seed: i
     (out / "provenance.json").unlink(missing_ok=True)
 
     states, actions = demos["states"], demos["actions"]
-    obs_min, obs_max = states.min(axis=0), states.max(axis=0)
-    act_min, act_max = actions.min(axis=0), actions.max(axis=0)
-    train = {
-        "states": normalize(states, obs_min, obs_max),
-        "actions": normalize(actions, act_min, act_max),
-        "traj_lengths": demos["traj_lengths"],
-        "rewards": np.zeros(len(states), dtype=np.float32),
-        "modes": demos["modes"],
-    }
-    stats = {
-        "obs_min": obs_min,
-        "obs_max": obs_max,
-        "action_min": act_min,
-        "action_max": act_max,
-    }
-    _atomic_write(out / "train.npz", lambda f: np.savez(f, **train))
-    _atomic_write(out / "normalization.npz", lambda f: np.savez(f, **stats))
+    extra = {"rewards": np.zeros(len(states), dtype=np.float32), "modes": demos["modes"]}
+    write_reference_npz(out, states, actions, demos["traj_lengths"], extra)
 
     lengths = demos["traj_lengths"]
     cfg = get_setting(setting)
@@ -234,8 +193,7 @@ def write_dataset(setting: str, out_dir: str | Path, n_demos: int = 100, seed: i
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "numpy_version": np.__version__,
     }
-    text = json.dumps(provenance, indent=2) + "\n"
-    _atomic_write(out / "provenance.json", lambda f: f.write(text.encode()))
+    write_provenance(out, provenance)
     return out
 
 

@@ -205,7 +205,7 @@ def episode_returns(data: dict[str, np.ndarray]) -> list[float]:
 def write_dataset(task: str, out_dir: str | Path, n_transitions: int = 200_000, seed: int = 0) -> Path:
     import h5py
 
-    from envs.data.loaders import split_trajectories, write_reference_npz
+    from envs.data.loaders import split_trajectories, write_provenance, write_reference_npz
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -238,9 +238,7 @@ def write_dataset(task: str, out_dir: str | Path, n_transitions: int = 200_000, 
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
-    tmp = out_dir / "provenance.json.tmp"
-    tmp.write_text(json.dumps(provenance, indent=2))
-    os.replace(tmp, out_dir / "provenance.json")
+    write_provenance(out_dir, provenance)
     return out_dir
 
 

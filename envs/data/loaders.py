@@ -4,6 +4,8 @@ min/max statistics in a sibling `normalization.npz`)."""
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,26 +91,36 @@ def split_trajectories(
     return observations, actions, lengths[lengths > 0]
 
 
-def write_reference_npz(out_dir: str | Path, states: np.ndarray, actions: np.ndarray, traj_lengths: np.ndarray) -> None:
-    """Write `train.npz` (normalised to [-1, 1]) and `normalization.npz` in the reference's layout."""
-    import os
-
+def write_reference_npz(
+    out_dir: str | Path,
+    states: np.ndarray,
+    actions: np.ndarray,
+    traj_lengths: np.ndarray,
+    extra: dict[str, np.ndarray] | None = None,
+) -> MinMaxNormalizer:
+    """Write `train.npz` (normalised to [-1, 1] with the data's own min/max, plus any `extra`
+    arrays) and `normalization.npz` in the reference's layout, each atomically."""
     out_dir = Path(out_dir)
     normalizer = MinMaxNormalizer(states.min(0), states.max(0), actions.min(0), actions.max(0))
-    for name, arrays in (
-        ("normalization.npz", normalizer_arrays(normalizer)),
-        (
-            "train.npz",
-            {
-                "states": normalizer.normalize_obs(states),
-                "actions": normalizer.normalize_action(actions),
-                "traj_lengths": np.asarray(traj_lengths, np.int64),
-            },
-        ),
-    ):
+    train = {
+        "states": normalizer.normalize_obs(states),
+        "actions": normalizer.normalize_action(actions),
+        "traj_lengths": np.asarray(traj_lengths, np.int64),
+        **(extra or {}),
+    }
+    for name, arrays in (("normalization.npz", normalizer_arrays(normalizer)), ("train.npz", train)):
         tmp = out_dir / (name + ".tmp.npz")
         np.savez_compressed(tmp, **arrays)
         os.replace(tmp, out_dir / name)
+    return normalizer
+
+
+def write_provenance(out_dir: str | Path, provenance: dict) -> None:
+    """Written last and atomically: a dataset folder with provenance.json is complete."""
+    path = Path(out_dir) / "provenance.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(provenance, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def normalizer_arrays(n: MinMaxNormalizer) -> dict[str, np.ndarray]:
