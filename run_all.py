@@ -100,13 +100,19 @@ def report(results: Path, runs: list[GridRun]) -> str:
         s = read_json(path)
         groups.setdefault((s["method"], s["task"]), []).append(s)
     lines = [
-        "| method | task | seeds | pre-trained success | fine-tuned success | env steps | wall-clock (min) |",
-        "|---|---|---|---|---|---|---|",
+        "| method | task | seeds | pre-trained success | fine-tuned success | pre-trained return | fine-tuned return "
+        "| env steps | wall-clock (min) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for (method, task), ss in sorted(groups.items()):
+
+        def col(when: str, key: str, ss=ss) -> str:
+            return fmt([s[when].get(key) for s in ss])
+
         lines.append(
-            f"| {method} | {task} | {len(ss)} | {fmt([s['initial_eval']['eval_success'] for s in ss])} | "
-            f"{fmt([s['final_eval']['eval_success'] for s in ss])} | {int(np.mean([s['env_steps'] for s in ss]))} | "
+            f"| {method} | {task} | {len(ss)} | {col('initial_eval', 'eval_success')} | "
+            f"{col('final_eval', 'eval_success')} | {col('initial_eval', 'eval_return')} | "
+            f"{col('final_eval', 'eval_return')} | {int(np.mean([s['env_steps'] for s in ss]))} | "
             f"{np.mean([s['total_wall_time'] for s in ss]) / 60:.1f} |"
         )
     missing = [r.name for r in runs if not (results / r.name / "summary.json").is_file()]
