@@ -137,7 +137,7 @@ def train(task: str, seed: int = 0, eval_every: int = 10_000, log=print) -> Path
         mean, std = evaluate(actor, spec.env_id, episodes=10, seed=10_000 + steps)
         history.append((steps, mean))
         log(f"{task}: {steps} SAC steps, stochastic return {mean:.0f} ± {std:.0f} ({time.time() - t0:.0f}s)")
-        if spec.accept[0] <= mean <= spec.accept[1] and abs(mean - spec.target_return) <= 0.1 * spec.target_return:
+        if spec.accept[0] <= mean <= spec.accept[1]:
             break
     else:
         raise RuntimeError(f"{task}: SAC did not reach the medium range {spec.accept} in {spec.max_train_steps} steps")
