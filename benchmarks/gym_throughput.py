@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from envs.tasks import get_task
 
 
