@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from envs.tasks import UnknownNameError
-from experiments.grids import GRIDS, GridRun, get_grid
+from experiments.grids import GRID_RESOURCES, GRIDS, GridRun, get_grid
 from experiments.record import read_json
 
 REPO = Path(__file__).resolve().parent
@@ -35,7 +36,9 @@ def run_state(results: Path, run: GridRun) -> str:
     return "new"
 
 
-def launch(results: Path, runs: list[GridRun], jobs: int, resume: bool, force: bool) -> dict[str, str]:
+def launch(
+    results: Path, runs: list[GridRun], jobs: int, resume: bool, force: bool, overrides: list[str]
+) -> dict[str, str]:
     """Run everything not yet done; returns the final state of every run."""
     logs = results / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -60,7 +63,7 @@ def launch(results: Path, runs: list[GridRun], jobs: int, resume: bool, force: b
             if any(s != "done" for s in deps):
                 continue
             flag = ["--force"] if force else (["--resume"] if resume else [])
-            cmd = [sys.executable, "-m", "experiments.run", *r.args(results), "progress=false", *flag]
+            cmd = [sys.executable, "-m", "experiments.run", *r.args(results), "progress=false", *overrides, *flag]
             log = open(logs / f"{r.name}.log", "w")
             running[r.name] = (
                 subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env),
@@ -121,15 +124,77 @@ def report(results: Path, runs: list[GridRun]) -> str:
     return "\n".join(lines)
 
 
+SLURM_FLAGS = ("partition", "time", "gpus_per_run", "cpus_per_run", "mem", "array_parallelism", "wait")
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers, e.g. 0,1,2; got {text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("--seeds needs at least one seed")
+    return seeds
+
+
+def status_table(results: Path, runs: list[GridRun]) -> tuple[str, dict[str, str]]:
+    """Every run's state from its record and, for Slurm runs, the queue (and sacct where it works)."""
+    from experiments import slurm
+
+    jobs = slurm.recorded_jobs(results)
+    queued = slurm.queue_states(list(jobs.values()))
+    final = slurm.accounting([jobs[r.name] for r in runs if r.name in jobs and jobs[r.name] not in queued])
+    lines = ["| run | state | iterations | slurm job | detail |", "|---|---|---|---|---|"]
+    states = {}
+    for r in runs:
+        state = run_state(results, r)
+        job = jobs.get(r.name, "")
+        detail = ""
+        if state != "done" and job in queued:
+            state, _, detail = queued[job].partition(" ")
+        elif state == "failed":
+            detail = (results / r.name / "error.txt").read_text().strip().splitlines()[-1]
+        elif job in final and state != "done":
+            detail = f"slurm: {final[job].lower()}"
+        elif job and state == "new":
+            state, detail = "not run", f"job {job} left the queue before starting (did a run it needs fail?)"
+        rows = len(read_jsonl(results / r.name / "metrics.jsonl"))
+        cfg = results / r.name / "config.json"
+        total = read_json(cfg)["train"]["n_iterations"] if cfg.is_file() else ""
+        its = "-" if r.overrides.get("stage") == "pretrain" else f"{rows}/{total}" if total else str(rows)
+        states[r.name] = state
+        lines.append(f"| {r.name} | {state} | {its} | {job} | {detail.strip('() ')} |")
+    counts = {s: list(states.values()).count(s) for s in dict.fromkeys(states.values())}
+    lines.append("\n" + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return "\n".join(lines), states
+
+
+def read_jsonl(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.is_file() else []
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("overrides", nargs="*", help="key=value config overrides applied to every run of the grid")
     p.add_argument("--grid", help=f"one of: {', '.join(GRIDS)}")
     p.add_argument("--list", action="store_true", help="list the grids and exit")
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel (default: CPU count)")
+    p.add_argument("--launcher", choices=("local", "slurm"), default="local")
+    p.add_argument("--seeds", type=parse_seeds, help="fine-tuning seeds, e.g. 0,1,2 (default: the grid's)")
     p.add_argument("--results", default="results", help="results root; the grid writes to <results>/<grid>")
-    p.add_argument("--dry-run", action="store_true", help="print the runs and exit")
-    p.add_argument("--resume", action="store_true", help="skip finished runs, continue unfinished ones")
-    p.add_argument("--force", action="store_true", help="delete existing runs of this grid and start over")
+    p.add_argument("--dry-run", action="store_true", help="print the runs and their resources, submit nothing")
+    p.add_argument("--resume", action="store_true", help="skip finished runs, continue unfinished, rerun failed")
+    p.add_argument("--force", action="store_true", help="cancel and delete this grid's runs and start over")
+    p.add_argument("--status", action="store_true", help="print every run's state and exit")
+    local = p.add_argument_group("local launcher")
+    local.add_argument("--jobs", type=int, help="runs in parallel (default: CPU count)")
+    sl = p.add_argument_group("slurm launcher (defaults: the grid's, see --dry-run)")
+    sl.add_argument("--partition")
+    sl.add_argument("--time", type=int, metavar="MIN", help="time limit per run; longer runs are requeued")
+    sl.add_argument("--gpus-per-run", type=int)
+    sl.add_argument("--cpus-per-run", type=int)
+    sl.add_argument("--mem", type=float, metavar="GB", help="memory per run")
+    sl.add_argument("--array-parallelism", type=int, help="array tasks running at once")
+    sl.add_argument("--wait", action="store_true", help="block until the submitted runs leave the queue")
     args = p.parse_args(argv)
 
     if args.list:
@@ -140,34 +205,48 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--grid NAME is required (see --list)")
     if args.resume and args.force:
         p.error("--resume and --force contradict each other; pick one")
-    if args.jobs < 1:
-        p.error("--jobs must be at least 1")
+    if args.status and (args.resume or args.force or args.dry_run):
+        p.error("--status only reads; drop --resume/--force/--dry-run")
+    slurm_given = [f"--{f.replace('_', '-')}" for f in SLURM_FLAGS if getattr(args, f) not in (None, False)]
+    if args.launcher == "local" and slurm_given:
+        p.error(f"{', '.join(slurm_given)} only apply with --launcher slurm")
+    if args.launcher == "slurm" and args.jobs is not None:
+        p.error("--jobs is for --launcher local; with slurm use --array-parallelism")
+    for flag in ("jobs", "time", "cpus_per_run", "mem", "array_parallelism"):
+        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
+            p.error(f"--{flag.replace('_', '-')} must be positive")
+    if args.gpus_per_run is not None and args.gpus_per_run < 0:
+        p.error("--gpus-per-run must be 0 or more")
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        p.error(f"overrides must look like key=value; got {' '.join(bad)}")
     results = Path(args.results) / args.grid
+    if args.launcher == "slurm":
+        results = results.resolve()  # jobs may start in another working directory
     try:
-        runs = get_grid(args.grid, results)
+        runs = get_grid(args.grid, results, args.seeds)
     except UnknownNameError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
+    if args.status:
+        print(status_table(results, runs)[0])
+        return 0
+    if args.launcher == "slurm":
+        return launch_slurm(args, results, runs)
+
+    jobs = args.jobs or os.cpu_count() or 1
     if args.dry_run:
-        print(f"grid {args.grid}: {len(runs)} runs, {args.jobs} at a time, 1 CPU thread each, into {results}")
+        print(f"grid {args.grid}: {len(runs)} runs, {jobs} at a time, 1 CPU thread each, into {results}")
         for r in runs:
             after = f"  (after {', '.join(r.after)})" if r.after else ""
-            print(f"  [{run_state(results, r)}] {r.name}: {' '.join(r.args(results))}{after}")
+            print(f"  [{run_state(results, r)}] {r.name}: {' '.join(r.args(results) + args.overrides)}{after}")
         return 0
-
-    existing = [r.name for r in runs if run_state(results, r) != "new"]
-    if existing and not (args.resume or args.force):
-        print(
-            f"error: {len(existing)} run(s) of grid {args.grid} already exist in {results} "
-            f"({', '.join(existing[:3])}{'...' if len(existing) > 3 else ''}); "
-            "pass --resume to continue them or --force to start over",
-            file=sys.stderr,
-        )
+    if refuse_existing(args, results, runs):
         return 2
-    print(f"grid {args.grid}: {len(runs)} runs, {args.jobs} at a time -> {results}")
+    print(f"grid {args.grid}: {len(runs)} runs, {jobs} at a time -> {results}")
     t0 = time.perf_counter()
-    state = launch(results, runs, args.jobs, args.resume, args.force)
+    state = launch(results, runs, jobs, args.resume, args.force, args.overrides)
     print(f"\ngrid {args.grid} took {(time.perf_counter() - t0) / 60:.1f} min\n")
     print(report(results, runs))
     failed = [n for n, s in state.items() if s in ("failed", "blocked")]
@@ -178,6 +257,87 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     return 0
+
+
+def refuse_existing(args: argparse.Namespace, results: Path, runs: list[GridRun]) -> bool:
+    existing = [r.name for r in runs if run_state(results, r) != "new"]
+    if existing and not (args.resume or args.force):
+        print(
+            f"error: {len(existing)} run(s) of grid {args.grid} already exist in {results} "
+            f"({', '.join(existing[:3])}{'...' if len(existing) > 3 else ''}); "
+            "pass --resume to continue them or --force to start over",
+            file=sys.stderr,
+        )
+        return True
+    return False
+
+
+def launch_slurm(args: argparse.Namespace, results: Path, runs: list[GridRun]) -> int:
+    from experiments import slurm
+
+    given = {
+        "partition": args.partition,
+        "time_min": args.time,
+        "gpus_per_run": args.gpus_per_run,
+        "cpus_per_run": args.cpus_per_run,
+        "mem_gb": args.mem,
+        "array_parallelism": args.array_parallelism,
+    }
+    res = slurm.Resources(**{**GRID_RESOURCES.get(args.grid, {}), **{k: v for k, v in given.items() if v is not None}})
+    # one torch thread per CPU the run asked for, unless the user set threads= themselves
+    extra = list(args.overrides)
+    if not any(o.startswith("threads=") for o in extra):
+        extra.append(f"threads={res.cpus_per_run}")
+    if args.dry_run:
+        n_layers = len(slurm.layers(runs))
+        print(f"grid {args.grid}: {len(runs)} runs in {n_layers} array job(s), each run: {res.describe()}")
+        for r in runs:
+            after = f"  (after {', '.join(r.after)})" if r.after else ""
+            print(f"  [{run_state(results, r)}] {r.name}: {' '.join(r.args(results) + extra)}{after}")
+        return 0
+    try:
+        slurm.require_sbatch()
+        if res.partition:
+            slurm.check_partition(res.partition)
+        jobs = slurm.recorded_jobs(results)
+        queued = slurm.queue_states([jobs[r.name] for r in runs if r.name in jobs])
+        in_queue = [r.name for r in runs if jobs.get(r.name) in queued]
+        if args.force:
+            slurm.cancel(sorted({jobs[n].split("_")[0] for n in in_queue}))
+            for r in runs:
+                shutil.rmtree(results / r.name, ignore_errors=True)
+            (results / slurm.JOBS_FILE).unlink(missing_ok=True)
+            in_queue = []
+        elif in_queue and not args.resume:
+            print(
+                f"error: {len(in_queue)} run(s) of grid {args.grid} are already in the Slurm queue "
+                f"({', '.join(in_queue[:3])}); see --status, or pass --force to cancel and start over",
+                file=sys.stderr,
+            )
+            return 2
+        if refuse_existing(args, results, runs):
+            return 2
+        todo = [r for r in runs if run_state(results, r) != "done" and r.name not in in_queue]
+        for r in runs:
+            if r.name in in_queue:
+                print(f"  skip   {r.name} (already queued as {jobs[r.name]})")
+            elif r not in todo:
+                print(f"  skip   {r.name} (finished)")
+        if not todo:
+            print(f"grid {args.grid}: nothing to submit")
+        else:
+            print(f"grid {args.grid}: submitting {len(todo)} run(s) ({res.describe()} each) -> {results}")
+            slurm.submit(args.grid, results, todo, extra, res)
+    except slurm.SlurmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not args.wait:
+        print(f"follow with: python run_all.py --grid {args.grid} --results {args.results} --status")
+        return 0
+    slurm.wait(results, [r.name for r in runs])
+    table, states = status_table(results, runs)
+    print(table + "\n\n" + report(results, runs))
+    return 0 if all(s == "done" for s in states.values()) else 1
 
 
 if __name__ == "__main__":

@@ -70,12 +70,12 @@ def pretrain_then_finetune(
     return runs
 
 
-def quickstart(results_dir: Path) -> list[GridRun]:
+def quickstart(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
     """Avoid M2 on 2 CPU cores in under 20 minutes: diffusion + DPPO and Gaussian + PPO, 3 seeds."""
     return pretrain_then_finetune(
         task="avoid_m2",
         methods={"dppo": "diffusion", "gaussian_ppo": "gaussian"},
-        seeds=[0, 1, 2],
+        seeds=seeds or [0, 1, 2],
         pretrain={},
         finetune={
             "dppo": {"train.n_iterations": 15, "train.eval_every": 5},
@@ -85,48 +85,70 @@ def quickstart(results_dir: Path) -> list[GridRun]:
     )
 
 
-def smoke(results_dir: Path) -> list[GridRun]:
+SMOKE_PRETRAIN = {"pretrain.n_steps": 50, "policy.hidden": [64, 64, 64], "train.eval_episodes": 4, "train.n_envs": 4}
+SMOKE_FINETUNE = {"train.n_envs": 4, "train.n_iterations": 2, "train.eval_episodes": 4, "train.save_every": 1}
+
+
+def smoke(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
     """A seconds-long grid for tests: tiny pre-training and two fine-tuning iterations."""
-    tiny = {"train.n_envs": 4, "train.n_iterations": 2, "train.eval_episodes": 4, "train.save_every": 1}
     return pretrain_then_finetune(
         task="avoid_m2",
         methods={"dppo": "diffusion", "gaussian_ppo": "gaussian"},
-        seeds=[0],
-        pretrain={"pretrain.n_steps": 50, "policy.hidden": [64, 64, 64], "train.eval_episodes": 4, "train.n_envs": 4},
-        finetune={"dppo": tiny, "gaussian_ppo": tiny},
+        seeds=seeds or [0],
+        pretrain=SMOKE_PRETRAIN,
+        finetune={"dppo": SMOKE_FINETUNE, "gaussian_ppo": SMOKE_FINETUNE},
         results_dir=results_dir,
+    )
+
+
+def smoke_dppo(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """Two seconds-long runs for launcher tests: a tiny diffusion pre-training, then DPPO on it."""
+    return pretrain_then_finetune(
+        "avoid_m2", {"dppo": "diffusion"}, seeds or [0], SMOKE_PRETRAIN, {"dppo": SMOKE_FINETUNE}, results_dir
     )
 
 
 GYM_TASKS = ("hopper", "walker2d", "halfcheetah")
 
 
-def gym(results_dir: Path) -> list[GridRun]:
+def gym(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
     """Paper scale (Fig. 5 top): DPPO on Hopper, Walker2d, HalfCheetah medium data, 3 seeds, 1000 iterations."""
     runs: list[GridRun] = []
     for task in GYM_TASKS:
-        runs += pretrain_then_finetune(task, {"dppo": "diffusion"}, [0, 1, 2], {}, {}, results_dir)
+        runs += pretrain_then_finetune(task, {"dppo": "diffusion"}, seeds or [0, 1, 2], {}, {}, results_dir)
     return runs
 
 
-def gym_mini(results_dir: Path) -> list[GridRun]:
+def gym_mini(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
     """The Gym suite on 2 CPU cores (scale=cpu): 1 seed per task, 2M env steps of DPPO."""
     runs: list[GridRun] = []
     for task in GYM_TASKS:
         cpu = {"scale": "cpu"}
-        runs += pretrain_then_finetune(task, {"dppo": "diffusion"}, [0], cpu, {"dppo": cpu}, results_dir)
+        runs += pretrain_then_finetune(task, {"dppo": "diffusion"}, seeds or [0], cpu, {"dppo": cpu}, results_dir)
     return runs
 
 
-GRIDS: dict[str, Callable[[Path], list[GridRun]]] = {
+GRIDS: dict[str, Callable[..., list[GridRun]]] = {
     "quickstart": quickstart,
     "smoke": smoke,
+    "smoke_dppo": smoke_dppo,
     "gym": gym,
     "gym_mini": gym_mini,
 }
 
 
-def get_grid(name: str, results_dir: Path) -> list[GridRun]:
+# What one run of a grid asks a cluster for, by default (run_all.py's flags override it).
+GRID_RESOURCES: dict[str, dict[str, Any]] = {
+    # paper scale: one GPU per run, as the reference's cfg/gym/finetune configs (device cuda) assume
+    "gym": {"gpus_per_run": 1, "cpus_per_run": 4, "mem_gb": 16, "time_min": 24 * 60},
+    "gym_mini": {"cpus_per_run": 1, "mem_gb": 4, "time_min": 3 * 60},
+    "quickstart": {"cpus_per_run": 1, "mem_gb": 2, "time_min": 30},
+    "smoke": {"cpus_per_run": 1, "mem_gb": 2, "time_min": 10},
+    "smoke_dppo": {"cpus_per_run": 1, "mem_gb": 2, "time_min": 10},
+}
+
+
+def get_grid(name: str, results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
     if name not in GRIDS:
         raise unknown("grid", name, GRIDS)
-    return GRIDS[name](results_dir)
+    return GRIDS[name](results_dir, seeds)

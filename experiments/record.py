@@ -5,6 +5,7 @@ metrics.jsonl       append-only, one JSON row per iteration
 initial_eval.json   evaluation of the starting policy
 checkpoints/        pretrained.pt, state.pt (resumable), final.pt
 plots/              rollout plots
+attempts.jsonl      one row per start of fine-tuning: iteration it started from, host, Slurm job
 summary.json        written atomically at the very end: its presence means "finished"
 error.txt           the message of a run that failed (removed when it is resumed)
 """
@@ -135,6 +136,24 @@ class RunRecord:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
         os.replace(tmp, self.metrics_path)
+
+    def add_attempt(self, start_itr: int) -> list[dict[str, Any]]:
+        """Note one (re)start of fine-tuning; returns every attempt so far."""
+        from datetime import UTC, datetime
+
+        job = os.environ.get("SLURM_ARRAY_JOB_ID")
+        job = f"{job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if job else os.environ.get("SLURM_JOB_ID")
+        row = {
+            "start_itr": start_itr,
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "host": platform.node(),
+            "slurm_job": job,
+            "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", 0)),
+        }
+        path = self.path / "attempts.jsonl"
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        return [json.loads(line) for line in path.read_text().splitlines()]
 
     def write(self, name: str, data: Any) -> None:
         write_json_atomic(self.path / name, data)

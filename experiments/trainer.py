@@ -248,6 +248,7 @@ class Trainer:
         cfg, tc = self.cfg, self.cfg.train
         start_itr, wall_before = self.load_state()
         self.record.truncate_metrics(start_itr)
+        attempts = self.record.add_attempt(start_itr)
         self._start_wandb()
         initial_path = self.record.path / "initial_eval.json"
         if initial_path.is_file():
@@ -323,6 +324,7 @@ class Trainer:
                 for k in ("time_iteration", "time_sample", "time_env", "time_update")
             },
             "peak_memory_mb": peak_memory_mb(),
+            "attempts": attempts,
         }
         return summary
 

@@ -34,6 +34,7 @@ from envs.data.loaders import DatasetError
 
 POLICY_DIR = Path(__file__).resolve().parent / "behaviour_policies"
 SAC_ENVS, SAC_GRADIENT_STEPS = 4, 2
+SCREEN_EPISODES, CONFIRM_EPISODES = 10, 30
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class MediumSpec:
 
 MEDIUM = {
     "hopper": MediumSpec("Hopper-v5", 1420.0, (1200.0, 1800.0), 400_000),
-    "walker2d": MediumSpec("Walker2d-v5", 2850.0, (2400.0, 3400.0), 500_000),
+    "walker2d": MediumSpec("Walker2d-v5", 2850.0, (2400.0, 3400.0), 800_000),
     "halfcheetah": MediumSpec("HalfCheetah-v5", 4770.0, (4000.0, 5500.0), 400_000),
 }
 
@@ -134,10 +135,17 @@ def train(task: str, seed: int = 0, eval_every: int = 10_000, log=print) -> Path
         model.learn(eval_every, reset_num_timesteps=False, progress_bar=False)
         steps += eval_every
         actor = SquashedGaussianActor.from_sb3(model)
-        mean, std = evaluate(actor, spec.env_id, episodes=10, seed=10_000 + steps)
+        mean, std = evaluate(actor, spec.env_id, episodes=SCREEN_EPISODES, seed=10_000 + steps)
         history.append((steps, mean))
         log(f"{task}: {steps} SAC steps, stochastic return {mean:.0f} ± {std:.0f} ({time.time() - t0:.0f}s)")
-        if spec.accept[0] <= mean <= spec.accept[1]:
+        if not spec.accept[0] <= mean <= spec.accept[1]:
+            continue
+        # A 10-episode screen is noisy (Walker2d's std is ~1000 from falls), so confirm on more
+        # episodes and ask for the mean to sit inside the range by one standard error.
+        mean, std = evaluate(actor, spec.env_id, episodes=CONFIRM_EPISODES, seed=20_000 + steps)
+        se = std / np.sqrt(CONFIRM_EPISODES)
+        log(f"{task}: confirm over {CONFIRM_EPISODES} episodes: {mean:.0f} ± {std:.0f} (se {se:.0f})")
+        if spec.accept[0] + se <= mean <= spec.accept[1] - se:
             break
     else:
         raise RuntimeError(f"{task}: SAC did not reach the medium range {spec.accept} in {spec.max_train_steps} steps")
