@@ -1,9 +1,15 @@
-"""Run a named grid of experiments: `python run_all.py --grid quickstart [--jobs N] [--dry-run] [--resume]`.
+"""Run a named grid of experiments, locally or on SLURM: `python run_all.py --grid quickstart`.
+
+    python run_all.py --list
+    python run_all.py --grid quickstart [--jobs N] [--seeds 0,1,2] [--dry-run] [--resume | --force] [key=value ...]
+    python run_all.py --grid gym --launcher slurm [--partition P] [--time MIN] [--gpus-per-run N] [--wait] ...
+    python run_all.py --grid gym --status
 
 The local launcher runs the grid's runs as parallel `python -m experiments.run`
 processes (each with one torch thread), respecting the order pre-train ->
 fine-tune, logs each run to `<results>/<grid>/logs/<run>.log`, and prints a
-table of pre-trained vs fine-tuned success at the end.
+table of pre-trained vs fine-tuned success at the end. The SLURM launcher is
+`experiments/slurm.py`.
 """
 
 from __future__ import annotations

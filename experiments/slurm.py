@@ -211,7 +211,6 @@ def wait(results: Path, names: list[str], poll_s: float = 2.0, progress: bool = 
         queued = queue_states(ids)
         bar.n = len(ids) - len(queued)
         bar.set_postfix(running=sum(s.startswith("running") for s in queued.values()))
-        bar.refresh()
         if not queued:
             break
         time.sleep(poll_s)
