@@ -12,6 +12,7 @@ and continues from its last `state.pt`. The submitted job ids go to
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import subprocess
@@ -186,17 +187,19 @@ def recorded_jobs(results: Path) -> dict[str, str]:
 
 
 def queue_states(job_ids: list[str]) -> dict[str, str]:
-    """Slurm job id (`A_i` for array tasks) -> state, for jobs still known to slurmctld."""
-    arrays = sorted({j.split("_")[0] for j in job_ids})
-    if not arrays or shutil.which("squeue") is None:
+    """Slurm job id (`A_i` for array tasks) -> state, for those of `job_ids` still in the queue."""
+    wanted = set(job_ids)
+    if not wanted or shutil.which("squeue") is None:
         return {}
+    # All of this user's jobs, filtered here: `squeue -j` fails outright when one id has aged out.
     out = subprocess.run(
-        ["squeue", "-h", "-r", "-j", ",".join(arrays), "-o", "%i|%T|%r"], capture_output=True, text=True
+        ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%r"], capture_output=True, text=True
     )
     states = {}
     for line in out.stdout.splitlines():
         job, state, reason = [*line.split("|"), "", ""][:3]
-        states[job] = state.lower() + (f" ({reason})" if reason and reason != "None" else "")
+        if job in wanted:
+            states[job] = state.lower() + (f" ({reason})" if reason and reason != "None" else "")
     return states
 
 
