@@ -6,7 +6,14 @@ import h5py
 import numpy as np
 import pytest
 
-from envs.data.gym_medium import MEDIUM, episode_returns, load_behaviour_policy, policy_path, write_dataset
+from envs.data.gym_medium import (
+    MEDIUM,
+    confidently_within,
+    episode_returns,
+    load_behaviour_policy,
+    policy_path,
+    write_dataset,
+)
 from envs.data.loaders import DatasetError, load_dataset
 
 COMMITTED = [t for t in MEDIUM if policy_path(t).is_file()]
@@ -41,3 +48,14 @@ def test_missing_behaviour_policy_names_the_fix(monkeypatch, tmp_path):
     monkeypatch.setattr(gm, "POLICY_DIR", tmp_path)
     with pytest.raises(DatasetError, match="--train"):
         load_behaviour_policy("hopper")
+
+
+def test_sac_stops_only_when_the_mean_is_inside_the_range_by_a_standard_error():
+    walker = MEDIUM["walker2d"].accept  # (2400, 3400)
+    # the committed policy's confirmation: 2964 ± 827 over 30 episodes (se 151)
+    assert confidently_within(2964.0, 827.0, 30, walker)
+    # the earlier, rejected checkpoint at 240k steps: 2400 ± 1061 (se 194) sits on the edge
+    assert not confidently_within(2400.0, 1061.0, 30, walker)
+    assert not confidently_within(2505.0, 888.0, 30, walker)  # 2505 < 2400 + 162
+    assert not confidently_within(3300.0, 900.0, 30, walker)  # 3300 > 3400 - 164
+    assert confidently_within(3300.0, 900.0, 10_000, walker)  # more episodes, smaller margin

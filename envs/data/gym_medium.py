@@ -117,6 +117,12 @@ def evaluate(actor: SquashedGaussianActor, env_id: str, episodes: int, seed: int
     return float(np.mean(returns)), float(np.std(returns))
 
 
+def confidently_within(mean: float, std: float, n: int, bounds: tuple[float, float]) -> bool:
+    """Is `mean` (of `n` episodes) inside `bounds` by at least one standard error?"""
+    se = std / np.sqrt(n)
+    return bounds[0] + se <= mean <= bounds[1] - se
+
+
 def train(task: str, seed: int = 0, eval_every: int = 10_000, log=print) -> Path:
     """Train SAC until its stochastic return reaches the D4RL medium level; save the actor."""
     from stable_baselines3 import SAC
@@ -143,9 +149,8 @@ def train(task: str, seed: int = 0, eval_every: int = 10_000, log=print) -> Path
         # A 10-episode screen is noisy (Walker2d's std is ~1000 from falls), so confirm on more
         # episodes and ask for the mean to sit inside the range by one standard error.
         mean, std = evaluate(actor, spec.env_id, episodes=CONFIRM_EPISODES, seed=20_000 + steps)
-        se = std / np.sqrt(CONFIRM_EPISODES)
-        log(f"{task}: confirm over {CONFIRM_EPISODES} episodes: {mean:.0f} ± {std:.0f} (se {se:.0f})")
-        if spec.accept[0] + se <= mean <= spec.accept[1] - se:
+        log(f"{task}: confirm over {CONFIRM_EPISODES} episodes: {mean:.0f} ± {std:.0f}")
+        if confidently_within(mean, std, CONFIRM_EPISODES, spec.accept):
             break
     else:
         raise RuntimeError(f"{task}: SAC did not reach the medium range {spec.accept} in {spec.max_train_steps} steps")
