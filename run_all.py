@@ -295,8 +295,8 @@ def launch_slurm(args: argparse.Namespace, results: Path, runs: list[GridRun]) -
     if not any(o.startswith("threads=") for o in extra):
         extra.append(f"threads={res.cpus_per_run}")
     if args.dry_run:
-        n_layers = len(slurm.layers(runs))
-        print(f"grid {args.grid}: {len(runs)} runs in {n_layers} array job(s), each run: {res.describe()}")
+        n_arrays = len(slurm.arrays(runs))
+        print(f"grid {args.grid}: {len(runs)} runs in {n_arrays} array job(s), each run: {res.describe()}")
         for r in runs:
             after = f"  (after {', '.join(r.after)})" if r.after else ""
             print(f"  [{run_state(results, r)}] {r.name}: {' '.join(r.args(results) + extra)}{after}")
@@ -333,7 +333,7 @@ def launch_slurm(args: argparse.Namespace, results: Path, runs: list[GridRun]) -
             print(f"grid {args.grid}: nothing to submit")
         else:
             print(f"grid {args.grid}: submitting {len(todo)} run(s) ({res.describe()} each) -> {results}")
-            slurm.submit(args.grid, results, todo, extra, res)
+            slurm.submit(args.grid, results, todo, extra, res, queued={n: jobs[n] for n in in_queue})
     except slurm.SlurmError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

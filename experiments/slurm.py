@@ -1,13 +1,14 @@
-"""The SLURM launcher: a grid becomes one submitit array job per dependency layer.
+"""The SLURM launcher: a grid becomes submitit array jobs, one task per run.
 
-Layer 0 holds the runs that need nothing (pre-training), layer 1 the runs that
-need layer 0 (fine-tuning), and so on; each layer's array starts once every
-task of the layers before it has succeeded (`afterok`). Each array task runs
-`experiments.run` in-process with `--resume`, so a task that Slurm preempts or
-that nears its time limit (submitit's USR2, 90 s before the limit) is requeued
-and continues from its last `state.pt`. The submitted job ids go to
-`<results>/<grid>/slurm_jobs.json`, and each run's Slurm logs are linked under
-`<run>/logs/`.
+Runs that need the same earlier runs share one array: all pre-trainings form
+the first array, and the fine-tunings of each pre-trained policy another,
+which starts only once that pre-training's own array task has succeeded
+(`afterok:<array>_<task>`), so a failed pre-training holds back only its own
+fine-tunings. Each array task runs `experiments.run` in-process with
+`--resume`, so a task that Slurm preempts or that nears its time limit
+(submitit's USR2, 90 s before the limit) is requeued and continues from its
+last `state.pt`. The submitted job ids go to `<results>/<grid>/slurm_jobs.json`,
+and each run's Slurm logs are linked under `<run>/logs/`.
 """
 
 from __future__ import annotations
@@ -63,19 +64,24 @@ def check_partition(name: str) -> None:
         raise SlurmError(f"Slurm: {(out.stderr or out.stdout).strip()} (see `sinfo -s` for the partitions)")
 
 
-def layers(runs: list[GridRun]) -> list[list[GridRun]]:
-    """Split runs into dependency layers; dependencies outside `runs` are taken as satisfied."""
+def arrays(runs: list[GridRun]) -> list[list[GridRun]]:
+    """Group runs into arrays of runs with the same dependencies, every array after those it needs.
+
+    Dependencies outside `runs` are left to the caller (already finished, or queued earlier).
+    """
     names = {r.name for r in runs}
-    placed: dict[str, int] = {}
+    placed: set[str] = set()
     out: list[list[GridRun]] = []
     remaining = list(runs)
     while remaining:
         ready = [r for r in remaining if all(d not in names or d in placed for d in r.after)]
         if not ready:
             raise ValueError(f"grid has a dependency cycle among {[r.name for r in remaining]}")
+        groups: dict[tuple[str, ...], list[GridRun]] = {}
         for r in ready:
-            placed[r.name] = len(out)
-        out.append(ready)
+            groups.setdefault(tuple(sorted(r.after)), []).append(r)
+        out += groups.values()
+        placed |= {r.name for r in ready}
         remaining = [r for r in remaining if r.name not in placed]
     return out
 
@@ -118,20 +124,31 @@ class GridTask:
 
 
 def submit(
-    grid: str, results: Path, runs: list[GridRun], extra_args: list[str], res: Resources, log=print
+    grid: str,
+    results: Path,
+    runs: list[GridRun],
+    extra_args: list[str],
+    res: Resources,
+    queued: dict[str, str] | None = None,
+    log=print,
 ) -> list[dict[str, Any]]:
-    """Submit `runs` as dependent array jobs; on any refusal, cancel what was submitted and raise."""
+    """Submit `runs` as dependent array jobs; on any refusal, cancel what was submitted and raise.
+
+    queued: run name -> job id of runs still in the queue from an earlier submission,
+    which runs in `runs` may depend on.
+    """
     import submitit
 
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
     )
+    job_of = dict(queued or {})
     submitted: list[dict[str, Any]] = []
     try:
-        for depth, layer in enumerate(layers(runs)):
+        for group in arrays(runs):
             ex = submitit.SlurmExecutor(folder=results / "slurm" / "%j", max_num_timeout=MAX_TIMEOUT_REQUEUES)
             params: dict[str, Any] = dict(
-                job_name=f"{grid}-{depth}",
+                job_name=f"{grid}-{len(submitted)}",
                 time=res.time_min,
                 cpus_per_task=res.cpus_per_run,
                 mem=f"{int(res.mem_gb * 1024)}MB",
@@ -141,24 +158,27 @@ def submit(
                 params["partition"] = res.partition
             if res.gpus_per_run:
                 params["gpus_per_node"] = res.gpus_per_run
-            if submitted:
-                params["dependency"] = "afterok:" + ":".join(s["job_id"] for s in submitted)
+            needs = sorted({job_of[d] for d in group[0].after if d in job_of})  # the rest have finished
+            if needs:
+                params["dependency"] = "afterok:" + ":".join(needs)
                 params["additional_parameters"] = {"kill-on-invalid-dep": "yes"}
             ex.update_parameters(**params)
-            tasks = [GridTask([*r.args(results), "progress=false", *extra_args], str(results / r.name)) for r in layer]
+            tasks = [GridTask([*r.args(results), "progress=false", *extra_args], str(results / r.name)) for r in group]
             with ex.batch():
                 jobs = [ex.submit(t) for t in tasks]
+            job_of.update({r.name: j.job_id for r, j in zip(group, jobs)})
             array_id = jobs[0].job_id.split("_")[0]
             submitted.append(
                 {
                     "job_id": array_id,
-                    "layer": depth,
+                    "after": needs,
                     "submitted": datetime.now(UTC).isoformat(timespec="seconds"),
                     "resources": asdict(res),
-                    "tasks": {j.job_id: r.name for j, r in zip(jobs, layer)},
+                    "tasks": {j.job_id: r.name for j, r in zip(jobs, group)},
                 }
             )
-            log(f"  submitted {array_id}: {len(layer)} run(s), layer {depth}")
+            after = f", after {', '.join(needs)}" if needs else ""
+            log(f"  submitted {array_id}: {len(group)} run(s){after}")
     except submitit.core.utils.FailedJobError as e:
         cancel([s["job_id"] for s in submitted])
         raise SlurmError(f"sbatch refused the submission:\n{e}") from None

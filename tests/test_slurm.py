@@ -57,8 +57,13 @@ def test_six_run_grid_completes_through_slurm(slurm, tmp_path):
         if "pretrain" not in d.name:
             assert metrics_itrs(d) == [0, 1]
     submissions = json.loads((grid / "slurm_jobs.json").read_text())
-    assert [s["layer"] for s in submissions] == [0, 1]  # pre-training array, then the fine-tuning array
-    assert sum(len(s["tasks"]) for s in submissions) == 6
+    # one array of both pre-trainings, then each policy's fine-tunings after its own pre-training task
+    assert len(submissions) == 3 and submissions[0]["after"] == []
+    pre_task = {name: job for job, name in submissions[0]["tasks"].items()}
+    for sub in submissions[1:]:
+        (kind,) = {name.split("_avoid")[0] for name in sub["tasks"].values()}
+        pre = {"dppo": "pretrain_diffusion_avoid_m2", "gaussian_ppo": "pretrain_gaussian_avoid_m2"}[kind]
+        assert sub["after"] == [pre_task[pre]] and len(sub["tasks"]) == 2
     status = run_all(slurm, "--grid", "smoke", "--seeds", "0,1", "--results", str(tmp_path), "--status")
     assert "6 done" in status.stdout, status.stdout
     again = run_all(
@@ -112,6 +117,27 @@ def test_run_past_its_time_limit_is_requeued_until_done(slurm, tmp_path):
     assert "this job is timed-out" in err
 
 
+def test_resume_resubmits_a_cancelled_run_after_its_still_queued_dependency(slurm, tmp_path):
+    args = ["--grid", "smoke_dppo", "--launcher", "slurm", "--results", str(tmp_path)]
+    assert run_all(slurm, *args).returncode == 0
+    first = json.loads((tmp_path / "smoke_dppo" / "slurm_jobs.json").read_text())
+    pre_job, ft_job = (next(iter(sub["tasks"])) for sub in first)
+    subprocess.run(["scancel", ft_job], env=slurm, check=True)  # lost fine-tune; pre-training still queued
+    res = run_all(slurm, *args, "--resume", "--wait")
+    assert res.returncode == 0, res.stdout + res.stderr
+    latest = json.loads((tmp_path / "smoke_dppo" / "slurm_jobs.json").read_text())[-1]
+    assert list(latest["tasks"].values()) == ["dppo_avoid_m2_s0"]
+    # pre-training takes seconds, so it is normally still queued; if it already finished, no dependency is needed
+    if "skip   pretrain_diffusion_avoid_m2 (already queued" in res.stdout:
+        assert latest["after"] == [pre_job]
+    else:
+        assert "skip   pretrain_diffusion_avoid_m2 (finished)" in res.stdout and latest["after"] == []
+    assert all(
+        (tmp_path / "smoke_dppo" / r / "summary.json").is_file()
+        for r in ("pretrain_diffusion_avoid_m2", "dppo_avoid_m2_s0")
+    )
+
+
 def test_failed_run_shows_its_error_and_blocks_its_dependents(slurm, tmp_path):
     args = ["--grid", "smoke_dppo", "--launcher", "slurm", "--results", str(tmp_path)]
     out = run_all(slurm, *args, "--wait", f"dataset={tmp_path / 'missing.npz'}")
@@ -157,7 +183,7 @@ def test_conflicting_flags_are_refused(tmp_path, args, message):
 def test_dry_run_prints_runs_and_resources_without_submitting(tmp_path):
     out = run_all(dict(os.environ), "--grid", "gym", "--launcher", "slurm", "--dry-run", "--results", str(tmp_path))
     assert out.returncode == 0, out.stderr
-    assert "12 runs in 2 array job(s)" in out.stdout
+    assert "12 runs in 4 array job(s)" in out.stdout  # the pre-trainings, then one per task
     assert "4 CPU, 1 GPU, 16 GB, 1440 min" in out.stdout
     assert out.stdout.count("threads=4") == 12
     assert not (tmp_path / "gym").exists()
