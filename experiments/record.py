@@ -49,6 +49,28 @@ def read_json(path: Path) -> Any:
         return json.load(f)
 
 
+def harness() -> dict[str, Any]:
+    """Which code made a record: package version and, in a git checkout, the commit (and whether edited)."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        info: dict[str, Any] = {"version": version("dppo-bench")}
+    except PackageNotFoundError:
+        info = {"version": None}
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        git = ["git", "-C", str(repo)]
+        info["commit"] = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        info["dirty"] = bool(dirty.stdout.strip())
+    except OSError:
+        info["commit"], info["dirty"] = None, None
+    if not info["commit"]:  # not a git checkout
+        info["commit"], info["dirty"] = None, None
+    return info
+
+
 def hardware() -> dict[str, Any]:
     import torch
 

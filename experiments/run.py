@@ -23,7 +23,7 @@ from envs.data.loaders import DatasetError
 from envs.tasks import UnknownNameError, get_task
 from envs.wrappers import NonFiniteError
 from experiments.config import ConfigError, RunConfig, build_config, parse_overrides
-from experiments.record import RunDirError, RunRecord, hardware
+from experiments.record import RunDirError, RunRecord, hardware, harness
 from experiments.trainer import Trainer, peak_memory_mb
 from methods import get_method
 from methods.policies import POLICIES
@@ -135,6 +135,7 @@ def run(cfg: RunConfig, resume: bool = False, force: bool = False) -> dict[str, 
             stage=cfg.stage,
             total_wall_time=time.perf_counter() - t0,
             hardware=hardware(),
+            harness=harness(),
             device=str(device),
         )
         record.write("summary.json", summary)

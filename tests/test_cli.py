@@ -75,6 +75,8 @@ def test_end_to_end_fine_tune_leaves_a_complete_record(finished_run):
     assert summary["final_eval"]["eval_episodes"] == 4
     assert summary["env_steps"] == rows[-1]["env_steps"]
     assert summary["hardware"]["cpu_count"] >= 1
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert summary["harness"]["commit"] == (head or None)
     cfg = json.loads((d / "config.json").read_text())
     assert cfg["method"] == "dppo" and cfg["policy"]["hidden"] == [64, 64, 64]
 
