@@ -76,6 +76,7 @@ def launch(
                 time.time(),
             )
             pending.remove(r)
+            state[r.name] = "running"  # not its old "failed": runs waiting on it must wait, not block
             print(f"  start  {r.name}")
         time.sleep(0.5)
         for name, (proc, t0) in list(running.items()):
@@ -130,6 +131,8 @@ def report(results: Path, runs: list[GridRun]) -> str:
     return "\n".join(lines)
 
 
+# what makes a grid run the run it is; overrides may not change these
+GRID_KEYS = ("name", "seed", "method", "task", "stage", "checkpoint", "results_dir")
 SLURM_FLAGS = ("partition", "time", "gpus_per_run", "cpus_per_run", "mem", "array_parallelism", "wait")
 
 
@@ -140,6 +143,8 @@ def parse_seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers, e.g. 0,1,2; got {text!r}") from None
     if not seeds:
         raise argparse.ArgumentTypeError("--seeds needs at least one seed")
+    if len(set(seeds)) < len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds lists a seed twice: {text}")
     return seeds
 
 
@@ -148,22 +153,34 @@ def status_table(results: Path, runs: list[GridRun]) -> tuple[str, dict[str, str
     from experiments import slurm
 
     jobs = slurm.recorded_jobs(results)
-    queued = slurm.queue_states(list(jobs.values()))
-    final = slurm.accounting([jobs[r.name] for r in runs if r.name in jobs and jobs[r.name] not in queued])
+    warning = ""
+    try:
+        queued = slurm.queue_states(list(jobs.values()))
+    except slurm.SlurmError as e:
+        queued, warning = None, f"\nwarning: the Slurm queue could not be read, so queued runs may show as new: {e}"
+    final = slurm.accounting([j for j in jobs.values() if j not in (queued or {})]) if queued is not None else {}
     lines = ["| run | state | iterations | slurm job | detail |", "|---|---|---|---|---|"]
     states = {}
     for r in runs:
         state = run_state(results, r)
         job = jobs.get(r.name, "")
         detail = ""
-        if state != "done" and job in queued:
+        if state != "done" and job in (queued or {}):
             state, _, detail = queued[job].partition(" ")
         elif state == "failed":
             detail = (results / r.name / "error.txt").read_text().strip().splitlines()[-1]
-        elif job in final and state != "done":
-            detail = f"slurm: {final[job].lower()}"
-        elif job and state == "new":
-            state, detail = "not run", f"job {job} left the queue before starting (did a run it needs fail?)"
+        elif job and queued is not None and state in ("new", "unfinished"):
+            # its latest job left the queue with neither a summary nor an error of the run's own
+            slurm_state = f"slurm: {final[job].lower()}" if job in final else ""
+            if not (results / r.name / "config.json").is_file():
+                state = "not run"
+                detail = f"job {job} left the queue before the run started; " + (
+                    slurm_state or "did a run it needs fail?"
+                )
+            else:
+                state = "failed"
+                log = read_jsonl(results / r.name / "logs" / f"slurm-{job}.err")
+                detail = slurm_state or (log[-1] if log else f"job {job} left the queue unfinished")
         rows = len(read_jsonl(results / r.name / "metrics.jsonl"))
         cfg = results / r.name / "config.json"
         total = read_json(cfg)["train"]["n_iterations"] if cfg.is_file() else ""
@@ -171,7 +188,7 @@ def status_table(results: Path, runs: list[GridRun]) -> tuple[str, dict[str, str
         states[r.name] = state
         lines.append(f"| {r.name} | {state} | {its} | {job} | {detail.strip('() ')} |")
     counts = {s: list(states.values()).count(s) for s in dict.fromkeys(states.values())}
-    lines.append("\n" + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    lines.append("\n" + ", ".join(f"{n} {s}" for s, n in counts.items()) + warning)
     return "\n".join(lines), states
 
 
@@ -199,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     sl.add_argument("--gpus-per-run", type=int)
     sl.add_argument("--cpus-per-run", type=int)
     sl.add_argument("--mem", type=float, metavar="GB", help="memory per run")
-    sl.add_argument("--array-parallelism", type=int, help="array tasks running at once")
+    sl.add_argument("--array-parallelism", type=int, help="tasks of each array running at once")
     sl.add_argument("--wait", action="store_true", help="block until the submitted runs leave the queue")
     args = p.parse_args(argv)
 
@@ -226,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         p.error(f"overrides must look like key=value; got {' '.join(bad)}")
+    fixed = [o for o in args.overrides if o.split("=", 1)[0] in GRID_KEYS]
+    if fixed:
+        p.error(
+            f"{', '.join(fixed)}: the grid sets {', '.join(GRID_KEYS)} per run (use --seeds, --results or another grid)"
+        )
     results = Path(args.results) / args.grid
     if args.launcher == "slurm":
         results = results.resolve()  # jobs may start in another working directory
@@ -309,7 +331,8 @@ def launch_slurm(args: argparse.Namespace, results: Path, runs: list[GridRun]) -
         queued = slurm.queue_states([jobs[r.name] for r in runs if r.name in jobs])
         in_queue = [r.name for r in runs if jobs.get(r.name) in queued]
         if args.force:
-            slurm.cancel(sorted({jobs[n].split("_")[0] for n in in_queue}))
+            # wait for them to go: a cancelled task may still write to the directory about to be deleted
+            slurm.cancel(sorted({jobs[n].split("_")[0] for n in in_queue}), wait_s=120)
             for r in runs:
                 shutil.rmtree(results / r.name, ignore_errors=True)
             (results / slurm.JOBS_FILE).unlink(missing_ok=True)
@@ -334,13 +357,13 @@ def launch_slurm(args: argparse.Namespace, results: Path, runs: list[GridRun]) -
         else:
             print(f"grid {args.grid}: submitting {len(todo)} run(s) ({res.describe()} each) -> {results}")
             slurm.submit(args.grid, results, todo, extra, res, queued={n: jobs[n] for n in in_queue})
+        if not args.wait:
+            print(f"follow with: python run_all.py --grid {args.grid} --results {args.results} --status")
+            return 0
+        slurm.wait(results, [r.name for r in runs])
     except slurm.SlurmError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if not args.wait:
-        print(f"follow with: python run_all.py --grid {args.grid} --results {args.results} --status")
-        return 0
-    slurm.wait(results, [r.name for r in runs])
     table, states = status_table(results, runs)
     print(table + "\n\n" + report(results, runs))
     return 0 if all(s == "done" for s in states.values()) else 1

@@ -117,9 +117,10 @@ class RunRecord:
                     "--force to overwrite it, or name=<other> for a new one"
                 )
             elif cfg_path.is_file():
-                old = read_json(cfg_path)
-                if _clean(old) != _clean(json.loads(json.dumps(config, default=str))):
-                    diff = sorted(_diff_keys(old, config))
+                old = _without_runtime(read_json(cfg_path))
+                new = _without_runtime(json.loads(json.dumps(config, default=str)))
+                if _clean(old) != _clean(new):
+                    diff = sorted(_diff_keys(old, new))
                     raise RunDirError(
                         f"{self.path} holds a run with a different config (keys {', '.join(diff[:5])}); "
                         "use --force to overwrite it or name=<other> for a new run"
@@ -183,6 +184,15 @@ class RunRecord:
     def fail(self, message: str) -> None:
         if self.path.is_dir():
             (self.path / "error.txt").write_text(message + "\n")
+
+
+# How a run is executed, not what it computes: may change between a run and its resumption
+# (another launcher, --cpus-per-run, working directory), so resume doesn't compare them.
+RUNTIME_KEYS = ("threads", "progress", "results_dir", "device")
+
+
+def _without_runtime(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in RUNTIME_KEYS}
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:

@@ -51,9 +51,11 @@ class Resources:
 
 
 def require_sbatch() -> None:
-    if shutil.which("sbatch") is None:
+    missing = [c for c in ("sbatch", "squeue", "scontrol", "scancel") if shutil.which(c) is None]
+    if missing:
         raise SlurmError(
-            "--launcher slurm needs the Slurm client commands, but `sbatch` is not on PATH "
+            f"--launcher slurm needs the Slurm client commands, but `{'`, `'.join(missing)}` "
+            f"{'is' if len(missing) == 1 else 'are'} not on PATH "
             "(load your cluster's slurm module, or use --launcher local)"
         )
 
@@ -179,7 +181,7 @@ def submit(
             )
             after = f", after {', '.join(needs)}" if needs else ""
             log(f"  submitted {array_id}: {len(group)} run(s){after}")
-    except submitit.core.utils.FailedJobError as e:
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as e:
         cancel([s["job_id"] for s in submitted])
         raise SlurmError(f"sbatch refused the submission:\n{e}") from None
     except BaseException:
@@ -191,9 +193,19 @@ def submit(
     return submitted
 
 
-def cancel(job_ids: list[str]) -> None:
-    if job_ids:
-        subprocess.run(["scancel", *job_ids], capture_output=True)
+def cancel(job_ids: list[str], wait_s: float = 0.0) -> None:
+    """scancel `job_ids`; with `wait_s`, also wait (up to that long) until they have left the queue."""
+    if not job_ids:
+        return
+    subprocess.run(["scancel", *job_ids], capture_output=True)
+    t0 = time.time()
+    while wait_s and time.time() - t0 < wait_s:
+        arrays = set(job_ids)
+        if not any(j.split("_")[0] in arrays for j in my_queue()):
+            return
+        time.sleep(1)
+    if wait_s:
+        raise SlurmError(f"cancelled jobs {', '.join(job_ids)} are still in the queue after {wait_s:.0f} s")
 
 
 def recorded_jobs(results: Path) -> dict[str, str]:
@@ -206,21 +218,26 @@ def recorded_jobs(results: Path) -> dict[str, str]:
     return out
 
 
-def queue_states(job_ids: list[str]) -> dict[str, str]:
-    """Slurm job id (`A_i` for array tasks) -> state, for those of `job_ids` still in the queue."""
-    wanted = set(job_ids)
-    if not wanted or shutil.which("squeue") is None:
-        return {}
-    # All of this user's jobs, filtered here: `squeue -j` fails outright when one id has aged out.
+def my_queue() -> dict[str, str]:
+    """Every job of this user in the Slurm queue (`A_i` for array tasks) -> its state."""
     out = subprocess.run(
         ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%r"], capture_output=True, text=True
     )
+    if out.returncode != 0:  # an empty answer here would look like "nothing queued" and invite resubmission
+        raise SlurmError(f"squeue failed: {(out.stderr or out.stdout).strip()}")
     states = {}
     for line in out.stdout.splitlines():
         job, state, reason = [*line.split("|"), "", ""][:3]
-        if job in wanted:
-            states[job] = state.lower() + (f" ({reason})" if reason and reason != "None" else "")
+        states[job] = state.lower() + (f" ({reason})" if reason and reason != "None" else "")
     return states
+
+
+def queue_states(job_ids: list[str]) -> dict[str, str]:
+    """Those of `job_ids` still in the queue -> state. (`squeue -j` fails outright when one id has aged out.)"""
+    wanted = set(job_ids)
+    if not wanted or shutil.which("squeue") is None:
+        return {}
+    return {job: state for job, state in my_queue().items() if job in wanted}
 
 
 def wait(results: Path, names: list[str], poll_s: float = 2.0, progress: bool = True) -> None:

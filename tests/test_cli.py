@@ -3,6 +3,7 @@ after a kill, and the errors bad input must produce."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -217,6 +218,25 @@ def test_run_all_smoke_grid_end_to_end_and_resume(tmp_path):
     assert_clean_error(again, "already exist", "--resume")
     resumed = run_cli("run_all.py", "--grid", "smoke", "--results", str(tmp_path), "--resume", module="")
     assert resumed.returncode == 0 and resumed.stdout.count("skip") == 4
+
+    # A failed pre-training is rerun on --resume, and the fine-tunings waiting on it then run (not "blocked").
+    grid = tmp_path / "smoke"
+    (grid / "pretrain_diffusion_avoid_m2" / "summary.json").unlink()
+    (grid / "pretrain_diffusion_avoid_m2" / "error.txt").write_text("RuntimeError: node died\n")
+    shutil.rmtree(grid / "dppo_avoid_m2_s0")
+    rerun = run_cli("run_all.py", "--grid", "smoke", "--results", str(tmp_path), "--resume", module="")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "block" not in rerun.stdout and (grid / "dppo_avoid_m2_s0" / "summary.json").is_file()
+    # how a run is executed (threads) may change between a run and its resumption; hyperparameters may not
+    (grid / "dppo_avoid_m2_s0" / "summary.json").unlink()
+    threads = run_cli("run_all.py", "--grid", "smoke", "--results", str(tmp_path), "--resume", "threads=2", module="")
+    assert threads.returncode == 0, threads.stdout + threads.stderr
+    (grid / "dppo_avoid_m2_s0" / "summary.json").unlink()
+    lr = run_cli(
+        "run_all.py", "--grid", "smoke", "--results", str(tmp_path), "--resume", "algo.actor_lr=0.1", module=""
+    )
+    log = (grid / "logs" / "dppo_avoid_m2_s0.log").read_text()
+    assert lr.returncode == 1 and "different config (keys algo.actor_lr" in log
 
 
 def test_wandb_logs_offline_without_a_key(tmp_path):

@@ -104,9 +104,10 @@ def test_preempted_run_is_requeued_and_finishes_from_its_checkpoint(slurm, tmp_p
 
 
 def test_run_past_its_time_limit_is_requeued_until_done(slurm, tmp_path):
-    # With --time 2, Slurm sends USR2 90 s before the limit, i.e. ~30 s in; 60 tiny iterations outlast that.
-    n = 60
-    args = ["--grid", "smoke_dppo", "--launcher", "slurm", "--results", str(tmp_path), "--time", "2", "--wait"]
+    # With --time 3, Slurm sends USR2 90 s before the limit, which its event loop may bring forward by up to
+    # 60 s: 30-90 s in. (With --time 2 it can arrive before Python is up.) 240 tiny iterations outlast that.
+    n = 240
+    args = ["--grid", "smoke_dppo", "--launcher", "slurm", "--results", str(tmp_path), "--time", "3", "--wait"]
     out = run_all(slurm, *args, f"train.n_iterations={n}")
     assert out.returncode == 0, out.stdout + out.stderr
     run = tmp_path / "smoke_dppo" / "dppo_avoid_m2_s0"
@@ -160,7 +161,9 @@ def test_slurm_launcher_without_sbatch_is_refused(tmp_path):
     env = {**os.environ, "PATH": str(Path(sys.executable).parent)}
     out = run_all(env, "--grid", "smoke", "--launcher", "slurm", "--results", str(tmp_path))
     assert out.returncode == 2
-    assert "`sbatch` is not on PATH" in out.stderr and "--launcher local" in out.stderr
+    assert (
+        "`sbatch`, `squeue`, `scontrol`, `scancel` are not on PATH" in out.stderr and "--launcher local" in out.stderr
+    )
 
 
 @pytest.mark.parametrize(
@@ -172,6 +175,8 @@ def test_slurm_launcher_without_sbatch_is_refused(tmp_path):
         (["--launcher", "slurm", "--time", "0"], "--time must be positive"),
         (["--seeds", "0,x"], "--seeds takes comma-separated integers"),
         (["train.n_iterations"], "overrides must look like key=value"),
+        (["seed=3"], "the grid sets name, seed"),
+        (["--seeds", "0,0"], "lists a seed twice"),
     ],
 )
 def test_conflicting_flags_are_refused(tmp_path, args, message):
