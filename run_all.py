@@ -248,9 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(
             f"{', '.join(fixed)}: the grid sets {', '.join(GRID_KEYS)} per run (use --seeds, --results or another grid)"
         )
-    results = Path(args.results) / args.grid
-    if args.launcher == "slurm":
-        results = results.resolve()  # jobs may start in another working directory
+    # absolute: local runs start in the repo and Slurm jobs anywhere, whatever the caller's directory
+    results = (Path(args.results) / args.grid).resolve()
     try:
         runs = get_grid(args.grid, results, args.seeds)
     except UnknownNameError as e:

@@ -64,6 +64,10 @@ def run(cfg: RunConfig, resume: bool = False, force: bool = False) -> dict[str, 
     seed_everything(cfg.seed)
     record = RunRecord(Path(cfg.results_dir) / cfg.run_name)
 
+    # Recorded absolute, so a run resumed from another directory has the same config.
+    cfg.checkpoint = str(Path(cfg.checkpoint).resolve()) if cfg.checkpoint else cfg.checkpoint
+    cfg.dataset = str(Path(cfg.dataset).resolve()) if cfg.dataset else cfg.dataset
+
     # Everything a user can get wrong is checked before the run directory is touched.
     policy = normalizer = dataset = None
     if cfg.checkpoint:
