@@ -265,9 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = args.jobs or os.cpu_count() or 1
     if args.dry_run:
         print(f"grid {args.grid}: {len(runs)} runs, {jobs} at a time, 1 CPU thread each, into {results}")
-        for r in runs:
-            after = f"  (after {', '.join(r.after)})" if r.after else ""
-            print(f"  [{run_state(results, r)}] {r.name}: {' '.join(r.args(results) + args.overrides)}{after}")
+        print_runs(results, runs, args.overrides)
         return 0
     if refuse_existing(args, results, runs):
         return 2
@@ -284,6 +282,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     return 0
+
+
+def print_runs(results: Path, runs: list[GridRun], extra: list[str]) -> None:
+    """--dry-run: each run's state, its command-line overrides and what it waits for."""
+    for r in runs:
+        after = f"  (after {', '.join(r.after)})" if r.after else ""
+        print(f"  [{run_state(results, r)}] {r.name}: {' '.join(r.args(results) + extra)}{after}")
 
 
 def refuse_existing(args: argparse.Namespace, results: Path, runs: list[GridRun]) -> bool:
@@ -318,9 +323,7 @@ def launch_slurm(args: argparse.Namespace, results: Path, runs: list[GridRun]) -
     if args.dry_run:
         n_arrays = len(slurm.arrays(runs))
         print(f"grid {args.grid}: {len(runs)} runs in {n_arrays} array job(s), each run: {res.describe()}")
-        for r in runs:
-            after = f"  (after {', '.join(r.after)})" if r.after else ""
-            print(f"  [{run_state(results, r)}] {r.name}: {' '.join(r.args(results) + extra)}{after}")
+        print_runs(results, runs, extra)
         return 0
     try:
         slurm.require_sbatch()
