@@ -48,7 +48,7 @@ class TaskSpec:
     eval_deterministic: bool  # SPEC 5: Avoid evaluates with the training noise
     make_raw_env: Callable[[], gym.Env]
     make_dataset: Callable[[Path], None]  # writes train.npz + normalization.npz into a folder
-    plot_rollouts: Callable[[list[dict], Path, str], None] | None = None  # final infos -> PNG
+    plot_rollouts: Callable[[dict, Path, str], None] | None = None  # {"paths", "success"} -> PNG
     score: Callable[[float], float] | None = None  # episode return -> normalised score (D4RL)
     pixel_obs: str = "-"
 
@@ -80,15 +80,14 @@ def _avoid_dataset(setting: str, out_dir: Path) -> None:
     write_dataset(setting, out_dir)
 
 
-def _avoid_plot(setting: str, final_infos: list[dict], out_png: Path, title: str) -> None:
+def _avoid_plot(setting: str, rollouts: dict, out_png: Path, title: str) -> None:
     """Rollouts over the demonstrations, like the paper's Fig. 9."""
     from envs.plot_avoid import demo_paths_from_dataset, plot_avoid
 
     demo_dir = data_dir() / setting
     demos = demo_paths_from_dataset(demo_dir) if (demo_dir / "train.npz").is_file() else None
-    paths = [np.asarray(info["ee_path"]) for info in final_infos if "ee_path" in info]
-    successes = [bool(info.get("success", False)) for info in final_infos if "ee_path" in info]
-    plot_avoid(paths, out_png, demo_paths=demos, successes=successes, title=title)
+    paths = [np.asarray(p) for p in rollouts["paths"]]
+    plot_avoid(paths, out_png, demo_paths=demos, successes=rollouts["success"], title=title)
 
 
 def _avoid(setting: str) -> TaskSpec:

@@ -4,7 +4,8 @@ config.json         the resolved config (written once, checked on resume)
 metrics.jsonl       append-only, one JSON row per iteration
 initial_eval.json   evaluation of the starting policy
 checkpoints/        pretrained.pt, state.pt (resumable), final.pt
-plots/              rollout plots
+plots/              rollout plots and learning curve
+rollouts_*.json     end-effector paths and success of evaluation episodes (tasks that report them)
 attempts.jsonl      one row per start of fine-tuning: iteration it started from, host, Slurm job
 summary.json        written atomically at the very end: its presence means "finished"
 error.txt           the message of a run that failed (removed when it is resumed)
@@ -35,10 +36,10 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_json_atomic(path: Path, data: Any, indent: int | None = 2) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w") as f:
-        json.dump(_clean(data), f, indent=2, default=str)
+        json.dump(_clean(data), f, indent=indent, default=str)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -178,8 +179,8 @@ class RunRecord:
             f.write(json.dumps(row) + "\n")
         return [json.loads(line) for line in path.read_text().splitlines()]
 
-    def write(self, name: str, data: Any) -> None:
-        write_json_atomic(self.path / name, data)
+    def write(self, name: str, data: Any, indent: int | None = 2) -> None:
+        write_json_atomic(self.path / name, data, indent)
 
     def fail(self, message: str) -> None:
         if self.path.is_dir():

@@ -120,7 +120,7 @@ def run(cfg: RunConfig, resume: bool = False, force: bool = False) -> dict[str, 
         trainer = Trainer(cfg, task, method, normalizer, record, device)
         if cfg.stage == "pretrain":
             episodes = trainer.evaluate(seed=cfg.seed + 10_000)
-            trainer.plot(episodes, "rollouts_pretrained", f"pre-trained {kind} policy, {cfg.task}")
+            trainer.save_rollouts(episodes, "rollouts_pretrained", f"pre-trained {kind} policy, {cfg.task}")
             summary["final_eval"] = episodes.summary("eval", task.score)
             summary["peak_memory_mb"] = peak_memory_mb()
         else:

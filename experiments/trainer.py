@@ -239,10 +239,19 @@ class Trainer:
             resume="allow",
         )
 
-    def plot(self, episodes: Episodes, name: str, title: str) -> None:
+    def save_rollouts(self, episodes: Episodes, name: str, title: str) -> None:
+        """Record the evaluation episodes' end-effector paths (envs that report `info["ee_path"]`), and plot them."""
+        kept = [info for info in episodes.final_infos if "ee_path" in info]
+        if not kept:
+            return
+        rollouts = {
+            "paths": [np.round(np.asarray(info["ee_path"], dtype=float), 4).tolist() for info in kept],
+            "success": [bool(info.get("success", False)) for info in kept],
+        }
+        self.record.write(f"{name}.json", rollouts, indent=None)
         if self.cfg.train.plot_rollouts and self.task.plot_rollouts is not None:
             self.record.plot_dir.mkdir(exist_ok=True)
-            self.task.plot_rollouts(episodes.final_infos, self.record.plot_dir / f"{name}.png", title)
+            self.task.plot_rollouts(rollouts, self.record.plot_dir / f"{name}.png", title)
 
     def fit(self) -> dict[str, Any]:
         cfg, tc = self.cfg, self.cfg.train
@@ -257,7 +266,7 @@ class Trainer:
             ep = self.evaluate(seed=cfg.seed + 10_000)
             initial = ep.summary("eval", self.task.score)
             self.record.write("initial_eval.json", initial)
-            self.plot(ep, "rollouts_initial", f"{cfg.method} {cfg.task}: before fine-tuning")
+            self.save_rollouts(ep, "rollouts_initial", f"{cfg.method} {cfg.task}: before fine-tuning")
 
         t_start = time.perf_counter() - wall_before
         bar = tqdm(
@@ -309,7 +318,7 @@ class Trainer:
         if last_eval is None:  # resumed after the last iteration had already run
             last_eval = self.evaluate(seed=cfg.seed + 10_000)
         final = last_eval.summary("eval", self.task.score)
-        self.plot(last_eval, "rollouts_final", f"{cfg.method} {cfg.task}: after fine-tuning")
+        self.save_rollouts(last_eval, "rollouts_final", f"{cfg.method} {cfg.task}: after fine-tuning")
         plot_learning_curve(
             rows, initial, self.record.plot_dir / "learning_curve.png", f"{cfg.method} {cfg.task} s{cfg.seed}"
         )

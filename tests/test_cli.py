@@ -54,6 +54,10 @@ def test_end_to_end_fine_tune_leaves_a_complete_record(finished_run):
     for name in ("pretrained.pt", "state.pt", "final.pt"):
         assert (d / "checkpoints" / name).is_file(), name
     assert (d / "plots" / "rollouts_initial.png").stat().st_size > 0
+    for name in ("rollouts_initial.json", "rollouts_final.json"):  # the paths behind the plots, for analysis/
+        rollouts = json.loads((d / name).read_text())
+        assert len(rollouts["paths"]) == len(rollouts["success"]) > 0
+        assert all(len(p) > 1 and len(p[0]) == 2 for p in rollouts["paths"])
     rows = read_rows(d)
     assert [r["itr"] for r in rows] == [0, 1]
     for key in (
