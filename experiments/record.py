@@ -173,6 +173,8 @@ class RunRecord:
             "host": platform.node(),
             "slurm_job": job,
             "slurm_restart_count": int(os.environ.get("SLURM_RESTART_COUNT", 0)),
+            "pid": os.getpid(),  # with host: lets analysis/ tell a running run from a stopped one
+            "harness": harness(),
         }
         path = self.path / "attempts.jsonl"
         with open(path, "a") as f:
