@@ -17,21 +17,16 @@ ROLLOUT_COLOR = "tab:blue"
 DEMO_COLOR = "0.75"
 
 
-def plot_avoid(
+def draw_avoid(
+    ax,
     rollout_paths: list[np.ndarray],
-    out_png: str | Path,
     demo_paths: list[np.ndarray] | None = None,
     successes: list[bool] | None = None,
     title: str = "",
-) -> Path:
-    """Draw end-effector paths (each (T, 2)) over the obstacle layout and save a PNG."""
+) -> None:
+    """Draw end-effector paths (each (T, 2)) over the obstacle layout on a matplotlib Axes."""
     if successes is not None and len(successes) != len(rollout_paths):
         raise ValueError("successes must have one entry per rollout path")
-    # A bare Figure with an Agg canvas avoids touching pyplot's global backend state.
-    fig = Figure(figsize=(4.5, 6.0), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-
     for path in demo_paths or []:
         xy = np.asarray(path)
         ax.plot(xy[:, 0], xy[:, 1], color=DEMO_COLOR, lw=0.8, zorder=1)
@@ -54,8 +49,21 @@ def plot_avoid(
     ax.set_ylabel("y [m]")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
 
+
+def plot_avoid(
+    rollout_paths: list[np.ndarray],
+    out_png: str | Path,
+    demo_paths: list[np.ndarray] | None = None,
+    successes: list[bool] | None = None,
+    title: str = "",
+) -> Path:
+    """`draw_avoid` on a figure of its own, saved as a PNG."""
+    # A bare Figure with an Agg canvas avoids touching pyplot's global backend state.
+    fig = Figure(figsize=(4.5, 6.0), dpi=120)
+    FigureCanvasAgg(fig)
+    draw_avoid(fig.add_subplot(), rollout_paths, demo_paths, successes, title)
+    fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

@@ -1,0 +1,205 @@
+"""Rebuild the paper's tables and figures from run records.
+
+    python analysis/make_tables.py [--results results] [--out RESULTS/analysis] [--format md,latex,csv]
+
+Reads every run record under --results, writes every table it has data for
+(tables/<name>.{md,tex,csv}), the figures (figures/*.png, *.pdf) and an
+index.md with all of them, and says which tables it can't fill and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd
+
+from analysis.records import ResultsError, load_runs, make_cells
+from analysis.tables import (
+    Missing,
+    Table,
+    ablation_tables,
+    hyperparameter_tables,
+    performance_tables,
+    runs_table,
+    task_table,
+    wallclock_tables,
+)
+
+FORMATS = {"md": "md", "latex": "tex", "csv": "csv"}
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def to_markdown(t: Table) -> str:
+    cols = [str(c) for c in t.df.columns]
+    cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = [f"### {t.title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in t.df.itertuples(index=False)]
+    lines += [""] + [f"- {n}" for n in t.notes]
+    return "\n".join(lines) + "\n"
+
+
+LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {"~": r"\textasciitilde{}", "^": r"\^{}", "\\": r"\textbackslash{}"}
+LATEX_SYMBOLS = {"±": r"$\pm$", "×": r"$\times$", "–": "--", "γ": r"$\gamma$", "ε": r"$\epsilon$", "…": r"\dots{}"}
+
+
+def latex_escape(text: str) -> str:
+    out = "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    for sym, tex in LATEX_SYMBOLS.items():
+        out = out.replace(sym, tex)
+    return out
+
+
+def to_latex(t: Table) -> str:
+    cols = [latex_escape(c) for c in t.df.columns]
+    body = [" & ".join(latex_escape(v) for v in row) + r" \\" for row in t.df.itertuples(index=False)]
+    caption = latex_escape(t.title) + "".join(" " + latex_escape(n) for n in t.notes)
+    return "\n".join(
+        [
+            r"\begin{table}[t]",
+            r"\centering\small",
+            rf"\caption{{{caption}}}",
+            rf"\label{{tab:{t.name}}}",
+            r"\begin{tabular}{" + "l" * len(cols) + "}",
+            r"\toprule",
+            " & ".join(cols) + r" \\",
+            r"\midrule",
+            *body,
+            r"\bottomrule",
+            r"\end{tabular}",
+            r"\end{table}",
+            "",
+        ]
+    )
+
+
+def write_table(t: Table, out: Path, formats: list[str]) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = out / f"{t.name}.{FORMATS[fmt]}"
+        if fmt == "csv":
+            t.df.to_csv(path, index=False)
+        else:
+            path.write_text(to_markdown(t) if fmt == "md" else to_latex(t))
+        paths.append(path)
+    return paths
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_formats(text: str) -> list[str]:
+    formats = [f.strip() for f in text.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise SystemExit(f"error: unknown --format {', '.join(unknown) or text!r}; choose from {', '.join(FORMATS)}")
+    return formats
+
+
+def parse_budgets(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        budgets = sorted({float(b) for b in text.split(",") if b.strip()})
+    except ValueError:
+        raise SystemExit(f"error: --budgets takes env-step counts like 0,5e5,1e6, not {text!r}") from None
+    if not budgets or budgets[0] < 0:
+        raise SystemExit("error: --budgets must be non-negative env-step counts, e.g. 0,5e5,1e6")
+    return budgets
+
+
+def build(
+    results: Path, budgets: list[float] | None, reps: int, stale_after_s: float, out: Path
+) -> tuple[list[Table | Missing], list[tuple[str, list[Path]]], list[str], list[str]]:
+    """All tables and figures the records allow: (tables and missing ones, figures, not made, messages)."""
+    from analysis import figures
+    from analysis.stats import statistics_tables
+
+    items: list[Table | Missing] = [task_table()]
+    messages: list[str] = []
+    try:
+        runs = load_runs(results, stale_after_s, exclude=out)
+    except ResultsError as e:
+        messages.append(f"error: {e}")
+        return items, [], ["every table made from run records"], messages
+    for r in runs:
+        messages += [f"warning: {r.path}: {p}" for p in r.problems]
+    cells = make_cells(runs)
+    items.insert(0, runs_table(runs))
+    items += performance_tables(cells, budgets)
+    items += wallclock_tables(cells, runs)
+    items += statistics_tables(cells, reps=reps)
+    items += hyperparameter_tables(cells, runs)
+    items += ablation_tables(cells)
+    figs, missing = [], []
+    for name, make in (("learning curves", figures.learning_curves), ("Avoid paths", figures.avoid_trajectories)):
+        written, miss = make(cells, out / "figures")
+        figs.append((name, written))
+        missing += miss
+    return items, figs, missing, messages
+
+
+def write_index(
+    out: Path, items: list[Table | Missing], figs: list[tuple[str, list[Path]]], missing: list[str]
+) -> Path:
+    parts = ["# Tables and figures from run records", ""]
+    for _, paths in figs:
+        parts += [f"![{p.stem}](figures/{p.name})" for p in paths if p.suffix == ".png"]
+    parts.append("")
+    parts += [to_markdown(t) for t in items if isinstance(t, Table)]
+    gaps = [f"- {m.name}: {m.reason}" for m in items if isinstance(m, Missing)] + [f"- {m}" for m in missing]
+    if gaps:
+        parts += ["### Not made", "", *gaps, ""]
+    path = out / "index.md"
+    path.write_text("\n".join(parts))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", type=Path, default=Path("results"), help="folder holding run records (searched deep)")
+    p.add_argument("--out", type=Path, default=None, help="where to write (default: RESULTS/analysis)")
+    p.add_argument("--format", default="md,latex,csv", help="any of md, latex, csv, comma-separated")
+    p.add_argument("--budgets", default=None, help="env-step budgets for the performance table, e.g. 0,5e5,1e6 "
+                   "(default per task: 0, 1/4 and 1/2 of the median final env steps)")  # fmt: skip
+    p.add_argument("--bootstrap-reps", type=int, default=2000, help="stratified-bootstrap replications (rliable)")
+    p.add_argument("--stale-minutes", type=float, default=60.0, help="an unfinished run of another machine counts "
+                   "as running if its record changed within this many minutes, else as stopped")  # fmt: skip
+    args = p.parse_args(argv)
+    formats = parse_formats(args.format)
+    budgets = parse_budgets(args.budgets)
+    if args.bootstrap_reps < 1:
+        raise SystemExit("error: --bootstrap-reps must be at least 1")
+    out = args.out or args.results / "analysis"
+
+    t0 = time.perf_counter()
+    items, figs, missing, messages = build(args.results, budgets, args.bootstrap_reps, args.stale_minutes * 60, out)
+    for m in messages:
+        print(m, file=sys.stderr)
+    pd.set_option("display.width", 200)
+    for t in items:
+        if isinstance(t, Table):
+            write_table(t, out / "tables", formats)
+            print(f"table   {t.name:36s} {len(t.df):3d} rows  {t.title}")
+        else:
+            print(f"missing {t.name:36s} {t.reason}")
+    for _, paths in figs:
+        for path in paths:
+            print(f"figure  {path}")
+    for m in missing:
+        print(f"missing {m}")
+    index = write_index(out, items, figs, missing)
+    print(f"wrote {index} and {out / 'tables'} in {time.perf_counter() - t0:.1f} s")
+    return 1 if any(m.startswith("error:") for m in messages) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
