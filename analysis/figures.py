@@ -25,7 +25,7 @@ def _save(fig, out_dir: Path, stem: str) -> list[Path]:
     paths = []
     for ext in FORMATS:
         path = out_dir / f"{stem}.{ext}"
-        fig.savefig(path, dpi=150, bbox_inches="tight")
+        fig.savefig(path, dpi=120, bbox_inches="tight")
         paths.append(path)
     plt.close(fig)
     return paths

@@ -100,7 +100,8 @@ def parse_formats(text: str) -> list[str]:
     formats = [f.strip() for f in text.split(",") if f.strip()]
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
-        raise SystemExit(f"error: unknown --format {', '.join(unknown) or text!r}; choose from {', '.join(FORMATS)}")
+        what = ", ".join(unknown) if unknown else "(none given)"
+        raise SystemExit(f"error: unknown --format {what}; choose from {', '.join(FORMATS)}")
     return formats
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import warnings
 from collections import defaultdict
-from itertools import permutations
+from itertools import combinations
 
 import numpy as np
 import pandas as pd
@@ -85,7 +85,7 @@ def _statistics_tables(cells: list[Cell], reps: int, seed: int) -> list[Table | 
     out: list[Table | Missing] = [Table("statistics", title, pd.DataFrame(rows), notes)]
 
     pairs = []
-    for x, y in permutations(sorted(matrices), 2):
+    for x, y in combinations(sorted(matrices), 2):  # P(Y > X) is 1 - P(X > Y)
         common = sorted(set(matrices[x][0]) & set(matrices[y][0]))
         if common:
             pairs.append((x, y, common))

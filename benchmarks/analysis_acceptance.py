@@ -48,7 +48,7 @@ def main() -> int:
         ok &= median <= 30
         if args.quickstart is not None:
             out = Path(tmp) / "quickstart"
-            make_tables(args.quickstart, out)
+            print(f"quickstart records ({args.quickstart}): built in {make_tables(args.quickstart, out):.1f} s")
             wanted = [
                 out / "tables" / "final_performance_avoid_m2.md",
                 out / "tables" / "wallclock_d3il.md",

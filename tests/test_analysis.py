@@ -55,7 +55,7 @@ def pm(values: list[float], digits: int = 3) -> str:
 
 
 def table(out: Path, name: str) -> pd.DataFrame:
-    return pd.read_csv(out / "tables" / f"{name}.csv", keep_default_na=False)
+    return pd.read_csv(out / "tables" / f"{name}.csv", keep_default_na=False, dtype=str)
 
 
 def row(df: pd.DataFrame, **match) -> pd.Series:
@@ -171,7 +171,7 @@ def test_wallclock_matches_the_records(built, records):
     df = table(built, "wallclock_d3il")
     runs = [raw(records / "smoke" / f"gaussian_ppo_avoid_m2_s{s}") for s in (0, 1, 2)]
     r = row(df, task="avoid_m2", method="gaussian_ppo")
-    assert r["runs"] == 3
+    assert r["runs"] == "3"
     for key, col in (("time_sample", "sample"), ("time_env", "env"), ("time_update", "update")):
         assert r[f"{col} (s/itr)"] == pm([x["summary"]["time_per_iteration"][key] for x in runs])
     assert r["fine-tune (min)"] == pm([x["summary"]["total_wall_time"] / 60 for x in runs], 2)  # short runs: minutes
@@ -193,7 +193,7 @@ def test_statistics_match_an_independent_computation(built, records):
     flat = np.sort(scores.ravel())
     iqm = flat[1:3].mean()  # 4 scores: the interquartile mean drops one from each end
     stats = row(table(built, "statistics"), method="gaussian_ppo")
-    assert stats["runs per task"] == 2 and stats["tasks"] == 2
+    assert stats["runs per task"] == "2" and stats["tasks"] == "2"
     point, lo, hi = (float(x) for x in stats["IQM [95% CI]"].replace("[", "").replace("]", "").replace(",", "").split())
     assert point == pytest.approx(iqm, abs=5e-4) and lo <= point <= hi
     assert stats["mean ± std (paper)"] == pm(list(scores.mean(axis=1)))
