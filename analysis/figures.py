@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from analysis.records import Cell, curve_metric, eval_curve, task_info
+from analysis.records import Cell, curve_metric, eval_points, task_info
 from analysis.tables import YLABEL
 
 FORMATS = ("png", "pdf")
@@ -32,21 +33,21 @@ def _save(fig, out_dir: Path, stem: str) -> list[Path]:
 
 
 def curve_frame(cells: list[Cell], task: str) -> pd.DataFrame:
-    """Long table of the finished runs' evaluations; x is the mean env steps over seeds at each evaluation,
-    since runs of one cell evaluate at the same iterations but not at exactly the same env steps."""
+    """Long table of the finished runs' evaluations. Runs of a cell evaluate at the same iterations but not at
+    exactly the same env steps, so each evaluation is placed at its iteration's mean env steps over the seeds."""
     key = curve_metric(task)
     frames = []
     for c in (c for c in cells if c.task == task):
         runs = c.finished
-        if not runs:
-            continue
+        points = [eval_points(r, key) for r in runs]
+        steps: dict[int, list[float]] = defaultdict(list)
+        for itr, x, _ in (p for pts in points for p in pts):
+            steps[itr].append(x)
         label = f"{c.label} (n={len(runs)})"
-        curves = [eval_curve(r, key) for r in runs]
-        n = min(len(cv) for cv in curves)  # a corrupted metrics file can cut one run's curve short
-        x = np.mean([[p[0] for p in cv[:n]] for cv in curves], axis=0)
-        for r, cv in zip(runs, curves):
-            values = [p[1] for p in cv[:n]]
-            frames.append(pd.DataFrame({"env steps": x, "value": values, "method": label, "seed": r.seed}))
+        for pts in points:
+            if pts:
+                x = [float(np.mean(steps[itr])) for itr, _, _ in pts]
+                frames.append(pd.DataFrame({"env steps": x, "value": [v for *_, v in pts], "method": label}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -72,14 +73,23 @@ def learning_curves(cells: list[Cell], out_dir: Path) -> tuple[list[Path], list[
     return written, missing
 
 
-def _rollouts(cell: Cell, stage: str) -> tuple[list[np.ndarray], list[bool]]:
+def _rollouts(cell: Cell, stage: str, unreadable: list[str]) -> tuple[list[np.ndarray], list[bool]]:
     paths, success = [], []
     for r in cell.finished:
         f = r.path / f"rollouts_{stage}.json"
-        if f.is_file():
+        if not f.is_file():
+            continue
+        try:
             data = json.loads(f.read_text())
-            paths += [np.asarray(p) for p in data["paths"]]
-            success += [bool(s) for s in data["success"]]
+            new_paths = [np.asarray(p, dtype=float).reshape(-1, 2) for p in data["paths"]]
+            new_success = [bool(s) for s in data["success"]]
+            if len(new_paths) != len(new_success):
+                raise ValueError("paths and success differ in length")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            unreadable.append(f"{f} is unreadable ({e}); left out of the Avoid paths figure")
+            continue
+        paths += new_paths
+        success += new_success
     return paths, success
 
 
@@ -91,7 +101,7 @@ def avoid_trajectories(cells: list[Cell], out_dir: Path) -> tuple[list[Path], li
     written, missing = [], []
     for task in sorted({c.task for c in cells if task_info(c.task)[0] == "d3il"}):
         panels = [(c, stage) for c in cells if c.task == task for stage in ("initial", "final")]
-        panels = [(c, s, *_rollouts(c, s)) for c, s in panels]
+        panels = [(c, s, *_rollouts(c, s, missing)) for c, s in panels]
         panels = [p for p in panels if p[2]]
         if not panels:
             missing.append(f"avoid_trajectories_{task}: no finished run recorded rollouts_*.json")

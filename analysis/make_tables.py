@@ -19,7 +19,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import pandas as pd
 
-from analysis.records import ResultsError, load_runs, make_cells
+from analysis.records import ResultsError, load_runs, make_cells, no_results_folder
 from analysis.tables import (
     Missing,
     Table,
@@ -120,29 +120,48 @@ def parse_budgets(text: str | None) -> list[float] | None:
 def build(
     results: Path, budgets: list[float] | None, reps: int, stale_after_s: float, out: Path
 ) -> tuple[list[Table | Missing], list[tuple[str, list[Path]]], list[str], list[str]]:
-    """All tables and figures the records allow: (tables and missing ones, figures, not made, messages)."""
+    """All tables and figures the records allow: (tables and missing ones, figures, not made, messages).
+
+    A builder that fails on records it didn't expect costs its own table or figure, with the error named,
+    never the others."""
     from analysis import figures
     from analysis.stats import statistics_tables
 
     items: list[Table | Missing] = [task_table()]
     messages: list[str] = []
     try:
-        runs = load_runs(results, stale_after_s, exclude=out)
+        runs, warnings = load_runs(results, stale_after_s, exclude=out)
     except ResultsError as e:
         messages.append(f"error: {e}")
         return items, [], ["every table made from run records"], messages
-    for r in runs:
-        messages += [f"warning: {r.path}: {p}" for p in r.problems]
+    messages += [f"warning: {w}" for w in warnings]
+    messages += [f"warning: {r.path}: {p}" for r in runs for p in r.problems]
     cells = make_cells(runs)
+
+    def guarded(name: str, make, *args) -> list:
+        try:
+            result = make(*args)
+            return result if isinstance(result, list) else [result]
+        except Exception as e:
+            messages.append(f"warning: could not build {name}: {type(e).__name__}: {e}")
+            return [Missing(name, f"failed on these records ({type(e).__name__}: {e})")]
+
     items.insert(0, runs_table(runs))
-    items += performance_tables(cells, budgets)
-    items += wallclock_tables(cells, runs)
-    items += statistics_tables(cells, reps=reps)
-    items += hyperparameter_tables(cells, runs)
-    items += ablation_tables(cells)
+    items += guarded("final_performance", performance_tables, cells, budgets)
+    items += guarded("wallclock", wallclock_tables, cells, runs)
+    items += guarded("statistics", statistics_tables, cells, reps)
+    items += guarded("hyperparameters", hyperparameter_tables, cells)
+    items += guarded("ablations", ablation_tables, cells)
     figs, missing = [], []
-    for name, make in (("learning curves", figures.learning_curves), ("Avoid paths", figures.avoid_trajectories)):
-        written, miss = make(cells, out / "figures")
+    for name, make in (
+        ("learning_curves", figures.learning_curves),
+        ("avoid_trajectories", figures.avoid_trajectories),
+    ):
+        try:
+            written, miss = make(cells, out / "figures")
+        except Exception as e:
+            messages.append(f"warning: could not draw {name}: {type(e).__name__}: {e}")
+            written, miss = [], [f"{name}: failed on these records ({type(e).__name__}: {e})"]
         figs.append((name, written))
         missing += miss
     return items, figs, missing, messages
@@ -169,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=Path("results"), help="folder holding run records (searched deep)")
     p.add_argument("--out", type=Path, default=None, help="where to write (default: RESULTS/analysis)")
     p.add_argument("--format", default="md,latex,csv", help="any of md, latex, csv, comma-separated")
-    p.add_argument("--budgets", default=None, help="env-step budgets for the performance table, e.g. 0,5e5,1e6 "
-                   "(default per task: 0, 1/4 and 1/2 of the median final env steps)")  # fmt: skip
+    p.add_argument("--budgets", default=None, help="env-step budgets for the performance tables, e.g. 0,5e5,1e6 "
+                   "(default per task: 0 and up to three of the runs' evaluation points)")  # fmt: skip
     p.add_argument("--bootstrap-reps", type=int, default=2000, help="stratified-bootstrap replications (rliable)")
     p.add_argument("--stale-minutes", type=float, default=60.0, help="an unfinished run of another machine counts "
                    "as running if its record changed within this many minutes, else as stopped")  # fmt: skip
@@ -180,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.bootstrap_reps < 1:
         raise SystemExit("error: --bootstrap-reps must be at least 1")
     out = args.out or args.results / "analysis"
+    if args.out is None and not args.results.is_dir():  # don't create a results folder that isn't there
+        print(f"error: {no_results_folder(args.results)}", file=sys.stderr)
+        return 1
 
     t0 = time.perf_counter()
     items, figs, missing, messages = build(args.results, budgets, args.bootstrap_reps, args.stale_minutes * 60, out)

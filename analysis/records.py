@@ -9,6 +9,7 @@ numbers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
@@ -17,6 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from experiments.record import read_json
 
 FINISHED, FAILED, RUNNING, STOPPED = "finished", "failed", "running", "stopped"
 
@@ -97,7 +100,8 @@ class Run:
 
     @property
     def seed(self) -> int:
-        return int(self.config.get("seed", 0))
+        seed = self.config.get("seed")
+        return int(seed) if isinstance(seed, (int, float)) and math.isfinite(seed) else -1
 
     @property
     def stage(self) -> str:
@@ -120,19 +124,19 @@ class Run:
 
 
 def _read_json(path: Path) -> Any | None:
+    """The file's JSON, or None when it is missing or unreadable."""
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError):
+        return read_json(path)
+    except (OSError, ValueError):
         return None
 
 
 def read_metrics(path: Path) -> tuple[list[dict[str, Any]], str | None]:
-    """Rows of metrics.jsonl up to the first one that doesn't parse, and what was wrong, if anything."""
+    """The rows of metrics.jsonl that parse, and which lines didn't, if any."""
     if not path.is_file():
         return [], None
     lines = path.read_text().splitlines()
-    rows = []
+    rows, bad = [], []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
@@ -141,13 +145,16 @@ def read_metrics(path: Path) -> tuple[list[dict[str, Any]], str | None]:
             if not isinstance(row, dict) or "itr" not in row:
                 raise ValueError
         except ValueError:
-            ignored = len(lines) - i
-            return rows, (
-                f"metrics.jsonl line {i + 1} is not a complete row (cut off mid-write?): "
-                f"used the {len(rows)} rows before it, ignored {ignored} line(s) from it on"
-            )
+            bad.append(i + 1)
+            continue
         rows.append(row)
-    return rows, None
+    if not bad:
+        return rows, None
+    if bad == [len(lines)]:
+        what = f"line {bad[0]} is not a complete row (cut off mid-write?)"
+        return rows, f"metrics.jsonl {what}; used the {len(rows)} rows before it"
+    what = f"line(s) {', '.join(map(str, bad))} not valid rows"
+    return rows, f"metrics.jsonl {what}; skipped them, used the other {len(rows)} rows"
 
 
 def _alive(attempt: dict[str, Any]) -> bool | None:
@@ -203,24 +210,30 @@ def load_run(path: Path, stale_after_s: float = 3600.0) -> Run | None:
     return run
 
 
-def load_runs(results: Path, stale_after_s: float = 3600.0, exclude: Path | None = None) -> list[Run]:
-    """Every run record (a folder with config.json) under `results`."""
+def no_results_folder(results: Path) -> str:
+    return (
+        f"results folder {results} does not exist; run a grid first (python run_all.py --grid quickstart) "
+        "or pass --results DIR"
+    )
+
+
+def load_runs(results: Path, stale_after_s: float = 3600.0, exclude: Path | None = None) -> tuple[list[Run], list[str]]:
+    """Every run record (a folder with config.json) under `results`, and warnings about folders left out."""
     results = Path(results)
     if not results.is_dir():
-        raise ResultsError(
-            f"results folder {results} does not exist; run a grid first (python run_all.py --grid quickstart) "
-            "or pass --results DIR"
-        )
-    runs = []
+        raise ResultsError(no_results_folder(results))
+    runs, warnings = [], []
     for cfg in sorted(results.rglob("config.json")):
         if exclude is not None and exclude.resolve() in cfg.resolve().parents:
             continue
-        run = load_run(cfg.parent, stale_after_s)
-        if run is not None:
+        run = load_run(cfg.parent.resolve(), stale_after_s)
+        if run is None:
+            warnings.append(f"{cfg.parent}: config.json is unreadable; this run is left out of every table")
+        else:
             runs.append(run)
     if not runs:
         raise ResultsError(f"{results} holds no run records (folders with a config.json); pass --results DIR")
-    return runs
+    return runs, warnings
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -255,17 +268,21 @@ def _number(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
-def eval_curve(run: Run, key: str) -> list[tuple[float, float]]:
-    """(env steps, evaluation) points: the starting policy at 0, then every evaluated iteration."""
+def eval_points(run: Run, key: str) -> list[tuple[int, float, float]]:
+    """(iteration, env steps, evaluation): the starting policy as iteration -1 at 0 steps, then every evaluation."""
     points = []
     start = _number((run.initial or {}).get(key))
     if start is not None:
-        points.append((0.0, start))
+        points.append((-1, 0.0, start))
     for row in run.rows:
-        v, x = _number(row.get(key)), _number(row.get("env_steps"))
-        if v is not None and x is not None:
-            points.append((x, v))
+        v, x, itr = _number(row.get(key)), _number(row.get("env_steps")), row.get("itr")
+        if v is not None and x is not None and isinstance(itr, int):
+            points.append((itr, x, v))
     return points
+
+
+def eval_curve(run: Run, key: str) -> list[tuple[float, float]]:
+    return [(x, v) for _, x, v in eval_points(run, key)]
 
 
 def final_value(run: Run, key: str) -> float | None:
@@ -316,6 +333,29 @@ def _differences(hp: dict[str, Any], ref: dict[str, Any]) -> list[str]:
     return [f"{k}={fmt_value(hp.get(k))}" for k in keys]
 
 
+def variant_label(method: str, hp: dict[str, Any], ref: dict[str, Any], most: int = 3) -> str:
+    """`method [k=v, ...]`: what differs from `ref`; a short hash keeps labels that are cut short unique."""
+    diff = _differences(hp, ref)
+    if not diff:
+        return method
+    if len(diff) > most:
+        digest = hashlib.sha1(_key(hp).encode()).hexdigest()[:6]
+        diff = [*diff[:most], f"… #{digest}"]
+    return f"{method} [{', '.join(diff)}]"
+
+
+def cell_hyperparameters(run: Run, runs: list[Run]) -> dict[str, Any]:
+    """A fine-tuning run's hyperparameters, with the pre-training's own from its record where it is here
+    (the fine-tuning config only repeats pre-training defaults)."""
+    hp = hyperparameters(run.config)
+    pre = pretraining_of(run, runs)
+    if pre is not None:
+        hp = {k: v for k, v in hp.items() if not k.startswith("pretrain.")}
+        hp.update({k: v for k, v in hyperparameters(pre.config).items() if k.startswith("pretrain.")})
+        hp["pretrain.dataset"] = pre.config.get("dataset")
+    return hp
+
+
 def make_cells(runs: list[Run]) -> list[Cell]:
     """Group fine-tuning runs into cells; label each variant by how it differs from the task's main one."""
     groups: dict[tuple[str, str], dict[tuple[str, str], list[Run]]] = {}
@@ -323,23 +363,31 @@ def make_cells(runs: list[Run]) -> list[Cell]:
     for run in runs:
         if not run.finetunes:
             continue
-        hp = hyperparameters(run.config)
+        hp = cell_hyperparameters(run, runs)
         hps[_key(hp)] = hp
         groups.setdefault((run.task, run.method), {}).setdefault((_key(hp), run.harness), []).append(run)
     cells = []
     for (task, method), by_variant in sorted(groups.items()):
-        per_hp = Counter()
+        _adopt_unknown_harness(by_variant)
+        per_hp: Counter[str] = Counter()
         for (hk, _), rs in by_variant.items():
             per_hp[hk] += sum(r.status == FINISHED for r in rs) * 1000 + len(rs)
         main = max(sorted(per_hp), key=lambda k: per_hp[k])  # most finished runs, then most runs
-        harnesses = Counter(h for _, h in by_variant)
+        several_harnesses = len({h for _, h in by_variant}) > 1
         for (hk, h), rs in sorted(by_variant.items()):
-            diff = _differences(hps[hk], hps[main])
-            label = method + (f" [{', '.join(diff[:3])}{', …' if len(diff) > 3 else ''}]" if diff else "")
-            if len(harnesses) > 1:
-                label += f" @{h}"
+            label = variant_label(method, hps[hk], hps[main]) + (f" @{h}" if several_harnesses else "")
             cells.append(Cell(task, method, label, hps[hk], h, sorted(rs, key=lambda r: (r.seed, r.name))))
     return cells
+
+
+def _adopt_unknown_harness(by_variant: dict[tuple[str, str], list[Run]]) -> None:
+    """Unfinished runs of a harness too old to note its version at start join the one known harness
+    cell of their hyperparameters, if there is exactly one."""
+    for hk, h in [k for k in by_variant if k[1] == "unknown"]:
+        known = [k for k in by_variant if k[0] == hk and k[1] != "unknown"]
+        unfinished = all(r.status != FINISHED for r in by_variant[(hk, h)])
+        if len(known) == 1 and unfinished:
+            by_variant[known[0]] += by_variant.pop((hk, h))
 
 
 def pretraining_of(run: Run, runs: list[Run]) -> Run | None:

@@ -3,20 +3,39 @@ confidence intervals, and the probability of improvement between methods."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections import defaultdict
 from itertools import combinations
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis.records import Cell, final_value, normalised_metric
+from analysis.records import Cell, final_value, hyperparameters, normalised_metric, variant_label
 from analysis.tables import Missing, Table, mean_std
 
 
+def harness_defaults(cell: Cell) -> dict[str, Any] | None:
+    """The hyperparameters this harness would give the cell's method and task with no overrides."""
+    from experiments.config import build_config
+
+    scale, stage = cell.hparams.get("scale", "paper"), cell.hparams.get("stage", "finetune")
+    try:
+        defaults = hyperparameters(build_config({"method": cell.method, "task": cell.task, "scale": scale}).to_dict())
+    except Exception:  # a method or task this checkout doesn't know
+        return None
+    return {**defaults, "stage": stage, "pretrained": cell.hparams.get("pretrained")}
+
+
 def score_matrices(cells: list[Cell]) -> tuple[dict[str, dict[str, list[float]]], list[str]]:
-    """method label -> task -> final normalised scores of its finished runs (by seed), and what was left out."""
-    scores: dict[str, dict[str, list[float]]] = defaultdict(dict)
+    """Aggregate label -> task -> final normalised scores of its finished runs (by seed), and what was left out.
+
+    Cells of different tasks pool into one aggregate when they depart from the harness's defaults for their task
+    in the same way (task presets differ by design; overrides must not)."""
+    pools: dict[tuple[str, str, str], dict[str, list[float]]] = defaultdict(dict)
+    overrides: dict[tuple[str, str, str], dict[str, Any]] = {}
+    example: dict[tuple[str, str, str], dict[str, Any]] = {}  # one cell's hyperparameters, to show values
     left_out = []
     for c in cells:
         metric = normalised_metric(c.task)
@@ -25,9 +44,28 @@ def score_matrices(cells: list[Cell]) -> tuple[dict[str, dict[str, list[float]]]
             continue
         key, divisor = metric
         values = [v / divisor for r in c.finished if (v := final_value(r, key)) is not None]
-        if values:
-            scores[c.label][c.task] = values
-    return scores, sorted(set(left_out))
+        if not values:
+            continue
+        defaults = harness_defaults(c)
+        departs = c.hparams if defaults is None else {k: v for k, v in c.hparams.items() if defaults.get(k) != v}
+        departs = {k: v for k, v in departs.items() if k not in ("method", "task")}
+        pool = (c.method, json.dumps(departs, sort_keys=True, default=str), c.harness)
+        overrides[pool], example[pool] = departs, c.hparams
+        pools[pool][c.task] = values
+    labels = {}
+    for method in {p[0] for p in pools}:
+        # the pool with the most runs (then the fewest departures) is plain `method`; others say how they differ
+        mine = sorted(
+            (p for p in pools if p[0] == method), key=lambda p: (-sum(map(len, pools[p].values())), len(overrides[p]))
+        )
+        several_harnesses = len({p[2] for p in mine}) > 1
+        for p in mine:
+            keys = set(overrides[p]) | set(overrides[mine[0]])
+            label = variant_label(
+                method, {k: example[p].get(k) for k in keys}, {k: example[mine[0]].get(k) for k in keys}
+            )
+            labels[p] = label + (f" @{p[2]}" if several_harnesses else "")
+    return {labels[p]: per_task for p, per_task in pools.items()}, sorted(set(left_out))
 
 
 def as_matrix(per_task: dict[str, list[float]], tasks: list[str]) -> np.ndarray:

@@ -5,7 +5,7 @@ Spread is the standard deviation over seeds (numpy's, ddof 0), as in the paper.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,10 +15,10 @@ import pandas as pd
 from analysis.records import (
     Cell,
     Run,
+    _number,
     curve_metric,
     eval_curve,
     final_value,
-    flatten,
     fmt_value,
     pretraining_of,
     task_info,
@@ -113,17 +113,19 @@ def task_table() -> Table:
 
 
 def default_budgets(cells: list[Cell], task: str, most: int = 3) -> list[float]:
-    """0, then the env steps by which every finished run of the task evaluating on the schedule of its main
-    variant had made its k-th evaluation (up to `most` of them, evenly spread; the last evaluation is 'final')."""
+    """0, then the env steps by which every finished run of the task evaluating on its main variant's schedule
+    had made its k-th evaluation (up to `most` of them, evenly spread; the last evaluation is 'final')."""
     task_cells = [c for c in cells if c.task == task]
     main = max(task_cells, key=lambda c: len(c.finished))
     schedule = lambda hp: (hp.get("train.eval_every"), hp.get("train.n_iterations"))  # noqa: E731
     runs = [r for c in task_cells if schedule(c.hparams) == schedule(main.hparams) for r in c.finished]
     key = curve_metric(task)
-    curves = [[x for x, _ in eval_curve(r, key)][1:-1] for r in runs]  # without start and final
-    n = min((len(cv) for cv in curves), default=0)
-    if n == 0:
+    curves = [[x for x, _ in eval_curve(r, key) if x > 0][:-1] for r in runs]  # interim evaluations only
+    counts = Counter(len(cv) for cv in curves if cv)
+    if not counts:
         return [0.0]
+    n = counts.most_common(1)[0][0]  # runs with gaps in their evaluations don't choose the budgets
+    curves = [cv for cv in curves if len(cv) == n]
     picks = sorted({round(i * (n - 1) / max(most - 1, 1)) for i in range(most)}) if n > most else range(n)
     return [0.0] + [max(cv[i] for cv in curves) for i in picks]
 
@@ -133,6 +135,13 @@ def _steps(x: float) -> str:
         if x >= div:
             return f"{x / div:.3g}{unit}"
     return f"{x:g}"
+
+
+def summarise(values: list[float | None], digits: int) -> str:
+    """mean ± std of the values there are, marking how many runs had none."""
+    there = [v for v in values if v is not None]
+    text = mean_std(there, digits)
+    return text + (f" (n={len(there)} of {len(values)})" if there and len(there) < len(values) else "")
 
 
 def performance_tables(cells: list[Cell], budgets: list[float] | None) -> list[Table | Missing]:
@@ -148,19 +157,16 @@ def performance_tables(cells: list[Cell], budgets: list[float] | None) -> list[T
             fin = c.finished
             row: dict[str, Any] = {"method": c.label, "runs": c.counts()}
             for b in task_budgets:
-                values = [v for r in fin if (v := value_at_budget(r, key, b)) is not None]
-                text = mean_std(values, digits)
-                if fin and len(values) < len(fin):
-                    text += f" (n={len(values)}; {len(fin) - len(values)} ended before)"
-                row[f"at {_steps(b)} steps"] = text
-            row["final"] = mean_std([v for r in fin if (v := final_value(r, key)) is not None], digits)
-            steps = [float(r.summary.get("env_steps") or 0) for r in fin]
+                row[f"at {int(b):,} steps"] = summarise([value_at_budget(r, key, b) for r in fin], digits)
+            row["final"] = summarise([final_value(r, key) for r in fin], digits)
+            steps = [s for r in fin if (s := _number(r.summary.get("env_steps"))) is not None]
             row["final env steps"] = _steps(float(np.median(steps))) if steps else "–"
             rows.append(row)
         notes = [
             f"{YLABEL[key]}; mean ± std over the seeds of finished runs. 'at N steps': each run's latest evaluation "
             "within N env steps (0: the policy before fine-tuning). 'final': each run's last evaluation, at the "
-            "median env steps beside it.",
+            "median env steps beside it. '(n=k of m)': only k of the m finished runs have a value there (the others "
+            "ended before N steps or have no evaluation recorded).",
             "Runs not finished (failed, running, stopped) are counted in 'runs' and left out of every number.",
         ]
         out.append(Table(f"final_performance_{task}", f"Final performance, {task}", pd.DataFrame(rows), notes))
@@ -181,11 +187,18 @@ def _wallclock_columns(unit: str) -> list[str]:
 
 
 def _hardware(run: Run) -> str:
-    hw = (run.summary or {}).get("hardware") or {}
+    summary = run.summary or {}
+    hw = summary.get("hardware") or {}
     text = f"{hw.get('processor', '?')} ×{hw.get('cpu_count', '?')}"
-    if hw.get("cuda"):
+    if hw.get("cuda") and str(summary.get("device", "cuda")).startswith("cuda"):
         text += f", {hw['cuda']}"
     return text + f", torch {hw.get('torch', '?')}"
+
+
+def pretrain_seconds(run: Run) -> float | None:
+    """Pre-training time of a run that pre-trained (stage pretrain or all): the training itself."""
+    summary = run.summary or {}
+    return _number((summary.get("pretrain") or {}).get("wall_time")) or _number(summary.get("total_wall_time"))
 
 
 def wallclock_tables(cells: list[Cell], runs: list[Run]) -> list[Table | Missing]:
@@ -200,31 +213,35 @@ def wallclock_tables(cells: list[Cell], runs: list[Run]) -> list[Table | Missing
             suite = task_info(c.task)[0]
             hardware[suite].add(hw)
             pre = {p.path: p for r in rs if (p := pretraining_of(r, runs)) is not None and p.summary}
-            row = {"task": c.task, "method": c.label, "runs": len(rs)}
-            row["fine-tune"] = [r.summary.get("total_wall_time", np.nan) for r in rs]
-            row["pre-train"] = [p.summary["total_wall_time"] for p in pre.values()]
+            pre_own = [pretrain_seconds(r) for r in rs if r.stage == "all"]  # pre-trained within the run
+            row: dict[str, Any] = {"task": c.task, "method": c.label, "runs": len(rs)}
+            row["fine-tune"] = [_number(r.summary.get("wall_time")) for r in rs]  # summed over attempts
+            row["pre-train"] = [pretrain_seconds(p) for p in pre.values()] + pre_own
             for key, label in TIMES:
-                row[f"{label} (s/itr)"] = mean_std([r.summary["time_per_iteration"][key] for r in rs], 3)
-            row["env steps"] = _steps(float(np.median([r.summary.get("env_steps") or 0 for r in rs])))
-            row["peak memory (MB)"] = f"{np.median([r.summary.get('peak_memory_mb') or 0 for r in rs]):.0f}"
+                per_itr = [_number((r.summary.get("time_per_iteration") or {}).get(key)) for r in rs]
+                row[f"{label} (s/itr)"] = summarise(per_itr, 3)
+            steps = [s for r in rs if (s := _number(r.summary.get("env_steps"))) is not None]
+            row["env steps"] = _steps(float(np.median(steps))) if steps else "–"
+            memory = [m for r in rs if (m := _number(r.summary.get("peak_memory_mb"))) is not None]
+            row["peak memory (MB)"] = f"{np.median(memory):.0f}" if memory else "–"
             row["hardware"] = hw
             by_suite[suite].append(row)
     if not by_suite:
         return [Missing("wallclock", "no finished fine-tuning runs")]
     out: list[Table | Missing] = []
     for suite, rows in sorted(by_suite.items()):
-        longest = max(max(r["fine-tune"] + r["pre-train"], default=0) for r in rows)
+        longest = max((t for r in rows for t in r["fine-tune"] + r["pre-train"] if t is not None), default=0)
         unit, div = ("h", 3600) if longest >= 3600 else ("min", 60)  # hours as in the paper, unless all are short
         for r in rows:
             for k in ("fine-tune", "pre-train"):
-                r[f"{k} ({unit})"] = mean_std([s / div for s in r.pop(k)], 2)
+                r[f"{k} ({unit})"] = summarise([None if t is None else t / div for t in r.pop(k)], 2)
         rows = [{k: r[k] for k in _wallclock_columns(unit)} for r in rows]
         paper = PAPER_WALLCLOCK.get(suite)
         title = f"Wall-clock, {suite}" + (f" (cf. paper {paper})" if paper else " (no paper table)")
         notes = [
-            "Mean ± std over seeds of each run's total fine-tuning time and of its median seconds per iteration; "
-            "'iteration' is the whole iteration (sample + env + update + bookkeeping), evaluations excluded. "
-            "'pre-train' is the pre-training run each fine-tuning started from.",
+            "Mean ± std over seeds. 'fine-tune': the fine-tuning loop, summed over a run's attempts (resumptions); "
+            "'pre-train': the pre-training the runs started from. Seconds per iteration: each run's median; "
+            "'iteration' is the whole iteration (sample + env + update + bookkeeping), evaluations excluded.",
             "Hardware: " + "; ".join(sorted(hardware[suite])),
         ]
         out.append(Table(f"wallclock_{suite}", title, pd.DataFrame(rows), notes))
@@ -244,7 +261,7 @@ PAPER_HYPERPARAMETERS = {
 }
 
 
-def hyperparameter_tables(cells: list[Cell], runs: list[Run]) -> list[Table | Missing]:
+def hyperparameter_tables(cells: list[Cell]) -> list[Table | Missing]:
     """Per suite and method: every hyperparameter the runs used (rows) for each task variant (columns)."""
     by: dict[tuple[str, str], list[Cell]] = defaultdict(list)
     for c in cells:
@@ -252,15 +269,9 @@ def hyperparameter_tables(cells: list[Cell], runs: list[Run]) -> list[Table | Mi
     out: list[Table | Missing] = []
     for (suite, method), cs in sorted(by.items()):
         columns: dict[str, dict[str, Any]] = {}
-        for c in cs:
-            run = (c.finished or c.runs)[0]
-            values = {k: v for k, v in c.hparams.items()}
-            pre = pretraining_of(run, runs)
-            if pre is not None:  # pre-training values are the pre-training run's, not the fine-tuning config's
-                values = {k: v for k, v in values.items() if not k.startswith("pretrain.")}
-                values.update({k: v for k, v in flatten(pre.config).items() if k.startswith("pretrain.")})
+        for c in cs:  # pre-training values are already the pre-training run's own (cell_hyperparameters)
             header = c.task if c.label == c.method else f"{c.task}: {c.label.removeprefix(method).strip()}"
-            columns[header] = {k: fmt_value(v) for k, v in values.items()}
+            columns[header] = {k: fmt_value(v) for k, v in c.hparams.items()}
         keys = sorted({k for col in columns.values() for k in col}, key=_section_order)
         table = {h: [col.get(k, "–") for k in keys] for h, col in columns.items()}
         df = pd.DataFrame({"hyperparameter": keys, **table})
@@ -346,8 +357,8 @@ def ablation_tables(cells: list[Cell]) -> list[Table | Missing]:
                         "method": method,
                         ab.key: fmt_value(c.hparams.get(ab.key)),
                         "runs": c.counts(),
-                        "before": mean_std([v for r in fin if (v := value_at_budget(r, key, 0)) is not None], digits),
-                        "final": mean_std([v for r in fin if (v := final_value(r, key)) is not None], digits),
+                        "before": summarise([value_at_budget(r, key, 0) for r in fin], digits),
+                        "final": summarise([final_value(r, key) for r in fin], digits),
                         "metric": key.removeprefix("eval_"),
                         "harness": harness,
                     }
