@@ -136,7 +136,6 @@ def build(
         return items, [], ["every table made from run records"], messages
     messages += [f"warning: {w}" for w in warnings]
     messages += [f"warning: {r.path}: {p}" for r in runs for p in r.problems]
-    cells = make_cells(runs)
 
     def guarded(name: str, make, *args) -> list:
         try:
@@ -146,7 +145,12 @@ def build(
             messages.append(f"warning: could not build {name}: {type(e).__name__}: {e}")
             return [Missing(name, f"failed on these records ({type(e).__name__}: {e})")]
 
-    items.insert(0, runs_table(runs))
+    items[:0] = guarded("runs", runs_table, runs)
+    try:
+        cells = make_cells(runs)
+    except Exception as e:
+        messages.append(f"warning: could not group the runs into cells: {type(e).__name__}: {e}")
+        cells = []
     items += guarded("final_performance", performance_tables, cells, budgets)
     items += guarded("wallclock", wallclock_tables, cells, runs)
     items += guarded("statistics", statistics_tables, cells, reps)

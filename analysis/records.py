@@ -189,9 +189,11 @@ def load_run(path: Path, stale_after_s: float = 3600.0) -> Run | None:
     if (path / "attempts.jsonl").is_file():
         for line in (path / "attempts.jsonl").read_text().splitlines():
             try:
-                attempts.append(json.loads(line))
+                attempt = json.loads(line)
             except json.JSONDecodeError:
                 break
+            if isinstance(attempt, dict):
+                attempts.append(attempt)
     summary = _read_json(path / "summary.json")
     rows, problem = read_metrics(path / "metrics.jsonl")
     error = (path / "error.txt").read_text().strip() if (path / "error.txt").is_file() else None
@@ -328,14 +330,18 @@ def _key(hp: dict[str, Any]) -> str:
     return json.dumps(hp, sort_keys=True, default=str)
 
 
-def _differences(hp: dict[str, Any], ref: dict[str, Any]) -> list[str]:
-    keys = sorted(k for k in set(hp) | set(ref) if hp.get(k) != ref.get(k))
-    return [f"{k}={fmt_value(hp.get(k))}" for k in keys]
+_ABSENT = object()
 
 
-def variant_label(method: str, hp: dict[str, Any], ref: dict[str, Any], most: int = 3) -> str:
+def _differences(hp: dict[str, Any], ref: dict[str, Any], absent: str) -> list[str]:
+    """`k=v` for each key whose value differs (a key one side lacks differs too; it shows as `absent`)."""
+    keys = sorted(k for k in set(hp) | set(ref) if hp.get(k, _ABSENT) != ref.get(k, _ABSENT))
+    return [f"{k}={absent if k not in hp else fmt_value(hp[k])}" for k in keys]
+
+
+def variant_label(method: str, hp: dict[str, Any], ref: dict[str, Any], most: int = 3, absent: str = "absent") -> str:
     """`method [k=v, ...]`: what differs from `ref`; a short hash keeps labels that are cut short unique."""
-    diff = _differences(hp, ref)
+    diff = _differences(hp, ref, absent)
     if not diff:
         return method
     if len(diff) > most:
@@ -345,14 +351,19 @@ def variant_label(method: str, hp: dict[str, Any], ref: dict[str, Any], most: in
 
 
 def cell_hyperparameters(run: Run, runs: list[Run]) -> dict[str, Any]:
-    """A fine-tuning run's hyperparameters, with the pre-training's own from its record where it is here
-    (the fine-tuning config only repeats pre-training defaults)."""
+    """A fine-tuning run's hyperparameters. The pre-training's are taken from its own record where that is here
+    (the fine-tuning config only repeats pre-training defaults); where it isn't, the checkpoint path stands in."""
     hp = hyperparameters(run.config)
+    if run.stage == "all":  # pre-trained within the run, on its own dataset
+        hp["pretrain.dataset"] = run.config.get("dataset")
+        return hp
     pre = pretraining_of(run, runs)
-    if pre is not None:
-        hp = {k: v for k, v in hp.items() if not k.startswith("pretrain.")}
-        hp.update({k: v for k, v in hyperparameters(pre.config).items() if k.startswith("pretrain.")})
-        hp["pretrain.dataset"] = pre.config.get("dataset")
+    if pre is None:
+        hp["pretrain.checkpoint"] = run.config.get("checkpoint")
+        return hp
+    hp = {k: v for k, v in hp.items() if not k.startswith("pretrain.")}
+    hp.update({k: v for k, v in hyperparameters(pre.config).items() if k.startswith("pretrain.")})
+    hp["pretrain.dataset"] = pre.config.get("dataset")
     return hp
 
 
@@ -381,13 +392,18 @@ def make_cells(runs: list[Run]) -> list[Cell]:
 
 
 def _adopt_unknown_harness(by_variant: dict[tuple[str, str], list[Run]]) -> None:
-    """Unfinished runs of a harness too old to note its version at start join the one known harness
-    cell of their hyperparameters, if there is exactly one."""
+    """Unfinished runs that never noted their harness (those that failed before fine-tuning started, or ran a
+    harness too old to note it at start) belong to the task and method's one known harness, if there is one."""
+    known = {h for _, h in by_variant if h != "unknown"}
+    if len(known) != 1:
+        return
+    (harness,) = known
     for hk, h in [k for k in by_variant if k[1] == "unknown"]:
-        known = [k for k in by_variant if k[0] == hk and k[1] != "unknown"]
-        unfinished = all(r.status != FINISHED for r in by_variant[(hk, h)])
-        if len(known) == 1 and unfinished:
-            by_variant[known[0]] += by_variant.pop((hk, h))
+        unfinished = [r for r in by_variant[(hk, h)] if r.status != FINISHED]
+        finished = [r for r in by_variant.pop((hk, h)) if r.status == FINISHED]
+        by_variant.setdefault((hk, harness), []).extend(unfinished)
+        if finished:
+            by_variant[(hk, h)] = finished
 
 
 def pretraining_of(run: Run, runs: list[Run]) -> Run | None:

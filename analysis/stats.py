@@ -3,6 +3,7 @@ confidence intervals, and the probability of improvement between methods."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from collections import defaultdict
@@ -20,12 +21,25 @@ def harness_defaults(cell: Cell) -> dict[str, Any] | None:
     """The hyperparameters this harness would give the cell's method and task with no overrides."""
     from experiments.config import build_config
 
-    scale, stage = cell.hparams.get("scale", "paper"), cell.hparams.get("stage", "finetune")
+    overrides = {"method": cell.method, "task": cell.task, "scale": cell.hparams.get("scale", "paper")}
     try:
-        defaults = hyperparameters(build_config({"method": cell.method, "task": cell.task, "scale": scale}).to_dict())
+        return hyperparameters(build_config(overrides).to_dict())
     except Exception:  # a method or task this checkout doesn't know
         return None
-    return {**defaults, "stage": stage, "pretrained": cell.hparams.get("pretrained")}
+
+
+# Differ between tasks by their nature, like the task presets: never a reason to keep tasks apart.
+PER_TASK = ("method", "task", "pretrain.checkpoint")
+
+
+def departures(cell: Cell) -> dict[str, Any]:
+    """Where the cell's hyperparameters differ from the harness defaults for its task ("absent": a key it lacks)."""
+    defaults = harness_defaults(cell)
+    if defaults is None:
+        return {k: v for k, v in cell.hparams.items() if k not in PER_TASK}
+    missing = object()
+    keys = (set(cell.hparams) | set(defaults)) - set(PER_TASK)
+    return {k: cell.hparams.get(k, "absent") for k in keys if cell.hparams.get(k, missing) != defaults.get(k, missing)}
 
 
 def score_matrices(cells: list[Cell]) -> tuple[dict[str, dict[str, list[float]]], list[str]]:
@@ -33,9 +47,8 @@ def score_matrices(cells: list[Cell]) -> tuple[dict[str, dict[str, list[float]]]
 
     Cells of different tasks pool into one aggregate when they depart from the harness's defaults for their task
     in the same way (task presets differ by design; overrides must not)."""
-    pools: dict[tuple[str, str, str], dict[str, list[float]]] = defaultdict(dict)
-    overrides: dict[tuple[str, str, str], dict[str, Any]] = {}
-    example: dict[tuple[str, str, str], dict[str, Any]] = {}  # one cell's hyperparameters, to show values
+    pools: dict[tuple[str, ...], dict[str, list[float]]] = defaultdict(dict)
+    overrides: dict[tuple[str, ...], dict[str, Any]] = {}
     left_out = []
     for c in cells:
         metric = normalised_metric(c.task)
@@ -46,13 +59,13 @@ def score_matrices(cells: list[Cell]) -> tuple[dict[str, dict[str, list[float]]]
         values = [v / divisor for r in c.finished if (v := final_value(r, key)) is not None]
         if not values:
             continue
-        defaults = harness_defaults(c)
-        departs = c.hparams if defaults is None else {k: v for k, v in c.hparams.items() if defaults.get(k) != v}
-        departs = {k: v for k, v in departs.items() if k not in ("method", "task")}
-        pool = (c.method, json.dumps(departs, sort_keys=True, default=str), c.harness)
-        overrides[pool], example[pool] = departs, c.hparams
+        departs = departures(c)
+        pool: tuple[str, ...] = (c.method, json.dumps(departs, sort_keys=True, default=str), c.harness)
+        if c.task in pools[pool]:  # two cells of one task alike but for a per-task value: keep them apart
+            pool = (*pool, json.dumps(c.hparams, sort_keys=True, default=str))
+        overrides[pool] = departs
         pools[pool][c.task] = values
-    labels = {}
+    labels: dict[tuple[str, ...], str] = {}
     for method in {p[0] for p in pools}:
         # the pool with the most runs (then the fewest departures) is plain `method`; others say how they differ
         mine = sorted(
@@ -60,11 +73,11 @@ def score_matrices(cells: list[Cell]) -> tuple[dict[str, dict[str, list[float]]]
         )
         several_harnesses = len({p[2] for p in mine}) > 1
         for p in mine:
-            keys = set(overrides[p]) | set(overrides[mine[0]])
-            label = variant_label(
-                method, {k: example[p].get(k) for k in keys}, {k: example[mine[0]].get(k) for k in keys}
-            )
-            labels[p] = label + (f" @{p[2]}" if several_harnesses else "")
+            label = variant_label(method, overrides[p], overrides[mine[0]], absent="default")
+            label += f" @{p[2]}" if several_harnesses else ""
+            if label in labels.values():
+                label += f" #{hashlib.sha1(repr(p).encode()).hexdigest()[:6]}"
+            labels[p] = label
     return {labels[p]: per_task for p, per_task in pools.items()}, sorted(set(left_out))
 
 

@@ -157,7 +157,9 @@ def performance_tables(cells: list[Cell], budgets: list[float] | None) -> list[T
             fin = c.finished
             row: dict[str, Any] = {"method": c.label, "runs": c.counts()}
             for b in task_budgets:
-                row[f"at {int(b):,} steps"] = summarise([value_at_budget(r, key, b) for r in fin], digits)
+                row[f"at {b:,.0f} steps" if b == int(b) else f"at {b:g} steps"] = summarise(
+                    [value_at_budget(r, key, b) for r in fin], digits
+                )
             row["final"] = summarise([final_value(r, key) for r in fin], digits)
             steps = [s for r in fin if (s := _number(r.summary.get("env_steps"))) is not None]
             row["final env steps"] = _steps(float(np.median(steps))) if steps else "–"

@@ -343,3 +343,38 @@ def test_a_results_folder_of_pre_trainings_only(records, tmp_path):
     assert len(table(out, "runs")) == 2
     index = (out / "index.md").read_text()
     assert "final_performance: no fine-tuning runs" in index and "statistics: no finished runs" in index
+
+
+def test_no_finished_run_is_lost_from_the_aggregates(records):
+    """A stage=all run is its own cell; every finished run's score still reaches exactly one aggregate."""
+    from analysis.records import load_runs, make_cells
+    from analysis.stats import score_matrices
+
+    cfg = records / "smoke" / "gaussian_ppo_avoid_m2_s2" / "config.json"
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "stage": "all"}))
+    runs, _ = load_runs(records, stale_after_s=0)
+    scores, _ = score_matrices(make_cells(runs))
+    pooled = sorted(
+        v
+        for label, per_task in scores.items()
+        if label.startswith("gaussian_ppo")
+        for vs in per_task.values()
+        for v in vs
+    )
+    finals = sorted(
+        raw(p)["summary"]["final_eval"]["eval_success"]
+        for p in [*(records / "smoke").glob("gaussian_ppo_*"), *(records / "m1").glob("gaussian_ppo_*")]
+    )
+    assert pooled == finals
+    assert len([label for label in scores if label.startswith("gaussian_ppo")]) == 2
+
+
+def test_fine_tunings_of_unknown_pre_trainings_are_kept_apart(records, tmp_path):
+    shutil.rmtree(records / "smoke" / "pretrain_diffusion_avoid_m2")  # its record is gone: only paths remain
+    cfg = records / "smoke" / "dppo_avoid_m2_s2" / "config.json"
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "checkpoint": "/elsewhere/pretrained.pt"}))
+    out = tmp_path / "out"
+    assert make(records, out, "--bootstrap-reps", "100") == 0
+    df = table(out, "final_performance_avoid_m2")
+    assert row(df, method="dppo")["runs"] == "2 finished; 1 stopped"
+    assert row(df, method="dppo [pretrain.checkpoint=/elsewhere/pretrained.pt]")["runs"] == "1 finished"
