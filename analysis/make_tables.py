@@ -60,7 +60,7 @@ def latex_escape(text: str) -> str:
 def to_latex(t: Table) -> str:
     cols = [latex_escape(c) for c in t.df.columns]
     body = [" & ".join(latex_escape(v) for v in row) + r" \\" for row in t.df.itertuples(index=False)]
-    caption = latex_escape(t.title) + "".join(" " + latex_escape(n) for n in t.notes)
+    caption = latex_escape(t.title) + "." + "".join(" " + latex_escape(n) for n in t.notes)
     return "\n".join(
         [
             r"\begin{table}[t]",
