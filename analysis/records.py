@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.record import read_json
+from experiments.record import flatten, read_json
 
 FINISHED, FAILED, RUNNING, STOPPED = "finished", "failed", "running", "stopped"
 
@@ -31,16 +31,6 @@ NOT_HYPERPARAMETERS_TRAIN = {"train.plot_rollouts"}
 
 class ResultsError(RuntimeError):
     """The results folder can't be read at all (missing, or holds no run records)."""
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:

@@ -261,14 +261,6 @@ def build_config(overrides: dict[str, Any]) -> RunConfig:
 
 def config_from_dict(d: dict[str, Any]) -> RunConfig:
     """Rebuild a RunConfig from its `to_dict()` (a run record's config.json)."""
-    flat: dict[str, Any] = {}
+    from experiments.record import flatten
 
-    def walk(prefix: str, node: dict[str, Any]) -> None:
-        for k, v in node.items():
-            if isinstance(v, dict):
-                walk(f"{prefix}{k}.", v)
-            else:
-                flat[prefix + k] = v
-
-    walk("", d)
-    return build_config(flat)
+    return build_config(flatten(d))

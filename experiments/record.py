@@ -6,7 +6,7 @@ initial_eval.json   evaluation of the starting policy
 checkpoints/        pretrained.pt, state.pt (resumable), final.pt
 plots/              rollout plots and learning curve
 rollouts_*.json     end-effector paths and success of evaluation episodes (tasks that report them)
-attempts.jsonl      one row per start of fine-tuning: iteration it started from, host, Slurm job
+attempts.jsonl      one row per start of fine-tuning: iteration it started from, host, pid, Slurm job, harness
 summary.json        written atomically at the very end: its presence means "finished"
 error.txt           the message of a run that failed (removed when it is resumed)
 """
@@ -43,6 +43,17 @@ def write_json_atomic(path: Path, data: Any, indent: int | None = 2) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted keys: {"algo": {"clip": 0.1}} -> {"algo.clip": 0.1}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def read_json(path: Path) -> Any:
