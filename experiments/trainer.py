@@ -21,6 +21,7 @@ from envs.normalizer import MinMaxNormalizer
 from envs.tasks import TaskSpec
 from envs.vector import make_vector_env
 from experiments.config import RunConfig
+from experiments.faults import pause_point
 from experiments.record import RunRecord, read_json
 from methods.base import Method, Rollout
 
@@ -310,6 +311,7 @@ class Trainer:
             )
             if is_last or (itr + 1) % tc.save_every == 0:
                 self.save_state(itr + 1, row["wall_time"])
+            pause_point(itr)
             if is_last:
                 break
         bar.close()

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import signal
 import subprocess
 import sys
-import time
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
 
+from experiments.faults import PAUSE_AFTER_ITR
 from tests.local_slurm import SlurmUnavailable, start, stop
+from tests.waiting import process_state, signal_pending, wait_for, wait_until_paused
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,8 +44,48 @@ def metrics_itrs(run_dir: Path) -> list[int]:
     return [json.loads(line)["itr"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def squeue(env) -> str:
-    return subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True).stdout.strip()
+def squeue(env, fmt: str | None = None) -> str:
+    cmd = ["squeue", "-h", "-r", *(["-o", fmt] if fmt else [])]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def job_states(env, job: str) -> list[str]:
+    """The queue states of the array job `job`'s tasks (empty once it has left the queue)."""
+    lines = [line.split() for line in squeue(env, "%i %T").splitlines()]
+    return [state for task, state in lines if task.split("_")[0] == job]
+
+
+def scontrol(env, *args: str) -> str:
+    out = subprocess.run(["scontrol", *args], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, f"scontrol {' '.join(args)}: {out.stderr}"
+    return out.stdout
+
+
+@contextmanager
+def scheduling_held(env):
+    """No job starts inside the block (the partition is down: jobs queue but don't run); all resume after it."""
+    scontrol(env, "update", "PartitionName=debug", "State=DOWN")
+    try:
+        yield
+    finally:
+        scontrol(env, "update", "PartitionName=debug", "State=UP")
+
+
+def deliver_when_signalled(pid: int, what: str, timeout: float = 120) -> None:
+    """Let the paused run `pid` go on once USR2 is pending on it, so it handles the signal before anything else.
+
+    Slurm's time-limit warning also sends SIGCONT right after the signal: then the run is already going.
+    """
+    wait_for(lambda: signal_pending(pid, signal.SIGUSR2) or process_state(pid) != "T", timeout, what)
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)
+
+
+def job_run_time_s(env, job: str) -> int:
+    """How long `job` has been running, from `scontrol show job` (RunTime=[days-]HH:MM:SS)."""
+    text = scontrol(env, "show", "job", job)
+    days, h, m, s = re.search(r"RunTime=(?:(\d+)-)?(\d+):(\d+):(\d+)", text).groups()
+    return ((int(days or 0) * 24 + int(h)) * 60 + int(m)) * 60 + int(s)
 
 
 def test_six_run_grid_completes_through_slurm(slurm, tmp_path):
@@ -75,44 +120,64 @@ def test_six_run_grid_completes_through_slurm(slurm, tmp_path):
 def test_preempted_run_is_requeued_and_finishes_from_its_checkpoint(slurm, tmp_path):
     n = 12
     args = ["--grid", "smoke_dppo", "--launcher", "slurm", "--results", str(tmp_path), "--time", "60"]
-    out = run_all(slurm, *args, f"train.n_iterations={n}")
-    assert out.returncode == 0, out.stdout + out.stderr
-    # A second submission while the grid is queued is refused; --resume leaves queued runs alone.
-    dup = run_all(slurm, *args, f"train.n_iterations={n}")
-    assert dup.returncode == 2 and "already in the Slurm queue" in dup.stderr
-    res = run_all(slurm, *args, "--resume", f"train.n_iterations={n}")
-    assert res.returncode == 0 and res.stdout.count("already queued") == 2, res.stdout
+    env = {**slurm, PAUSE_AFTER_ITR: "3"}
+    with scheduling_held(slurm):  # both runs stay queued while the launcher is asked twice more
+        out = run_all(env, *args, f"train.n_iterations={n}")
+        assert out.returncode == 0, out.stdout + out.stderr
+        # A second submission while the grid is queued is refused; --resume leaves queued runs alone.
+        dup = run_all(env, *args, f"train.n_iterations={n}")
+        assert dup.returncode == 2 and "already in the Slurm queue" in dup.stderr
+        res = run_all(env, *args, "--resume", f"train.n_iterations={n}")
+        assert res.returncode == 0 and res.stdout.count("already queued") == 2, res.stdout
 
     run = tmp_path / "smoke_dppo" / "dppo_avoid_m2_s0"
-    t0 = time.time()
-    while not (run / "metrics.jsonl").is_file() or len(metrics_itrs(run)) < 4:
-        assert time.time() - t0 < 300, "fine-tuning never got going"
-        time.sleep(0.5)
+    pid = wait_until_paused(run)  # after iteration 3 and its checkpoint: the run is mid-way whatever the speed
     job = json.loads((tmp_path / "smoke_dppo" / "slurm_jobs.json").read_text())[1]["job_id"]
     subprocess.run(["scancel", "--signal=USR2", job], env=slurm, check=True)  # what Slurm sends before preempting
+    deliver_when_signalled(pid, "USR2 from scancel")
 
-    while squeue(slurm):
-        assert time.time() - t0 < 300, f"grid still queued: {squeue(slurm)}"
-        time.sleep(1)
+    wait_for(lambda: not squeue(slurm), 600, "the grid to leave the Slurm queue")
     summary = json.loads((run / "summary.json").read_text())
     attempts = summary["attempts"]
     assert len(attempts) == 2 and attempts[1]["slurm_restart_count"] == 1
-    assert 1 <= attempts[1]["start_itr"] < n  # continued from a checkpoint, not from scratch
+    assert attempts[1]["start_itr"] == 4  # continued from the checkpoint of iteration 3, not from scratch
     assert metrics_itrs(run) == list(range(n))  # none lost, none duplicated
     err = "".join(p.read_text() for p in (run / "logs").glob("*.err"))
     assert "this job is preempted" in err
 
 
 def test_run_past_its_time_limit_is_requeued_until_done(slurm, tmp_path):
-    # With --time 3, Slurm sends USR2 90 s before the limit, which its event loop may bring forward by up to
-    # 60 s: 30-90 s in. (With --time 2 it can arrive before Python is up.) 240 tiny iterations outlast that.
-    n = 240
-    args = ["--grid", "smoke_dppo", "--launcher", "slurm", "--results", str(tmp_path), "--time", "3", "--wait"]
-    out = run_all(slurm, *args, f"train.n_iterations={n}")
-    assert out.returncode == 0, out.stdout + out.stderr
-    run = tmp_path / "smoke_dppo" / "dppo_avoid_m2_s0"
+    # Slurm's own time-limit signal (USR2, which submitit asks for 90 s before the limit; with a limit of at
+    # most 10 minutes submitit takes any USR2 as a time-out). The run pauses after iteration 3, so it is
+    # provably still going when the signal comes; only then is its limit brought near, to keep the test short.
+    n = 12
+    env = {**slurm, PAUSE_AFTER_ITR: "3"}
+    args = ["--grid", "smoke_dppo", "--launcher", "slurm", "--results", str(tmp_path), "--time", "10", "--wait"]
+    launcher = subprocess.Popen(
+        [sys.executable, "run_all.py", *args, f"train.n_iterations={n}"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        run = tmp_path / "smoke_dppo" / "dppo_avoid_m2_s0"
+        pid = wait_until_paused(run)
+        job = json.loads((tmp_path / "smoke_dppo" / "slurm_jobs.json").read_text())[1]["job_id"]
+        with scheduling_held(slurm):  # the requeued attempt may start only once its full limit is back
+            limit_min = math.ceil((job_run_time_s(slurm, job) + 100) / 60)  # ends 100-160 s from now
+            scontrol(slurm, "update", f"JobId={job}", f"TimeLimit={limit_min}")
+            deliver_when_signalled(pid, "Slurm's time-limit signal (USR2)", timeout=300)
+            wait_for(lambda: job_states(slurm, job) == ["PENDING"], 300, f"job {job} to be requeued")
+            scontrol(slurm, "update", f"JobId={job}", "TimeLimit=10")
+        output, _ = launcher.communicate(timeout=600)
+    finally:
+        launcher.kill()
+    assert launcher.returncode == 0, output
     attempts = json.loads((run / "summary.json").read_text())["attempts"]
-    assert len(attempts) >= 2 and all(0 < a["start_itr"] < n for a in attempts[1:])
+    assert len(attempts) >= 2 and attempts[1]["start_itr"] == 4
+    assert all(0 < a["start_itr"] < n for a in attempts[1:])
     assert metrics_itrs(run) == list(range(n))
     err = "".join(p.read_text() for p in (run / "logs").glob("*.err"))
     assert "this job is timed-out" in err
@@ -120,19 +185,20 @@ def test_run_past_its_time_limit_is_requeued_until_done(slurm, tmp_path):
 
 def test_resume_resubmits_a_cancelled_run_after_its_still_queued_dependency(slurm, tmp_path):
     args = ["--grid", "smoke_dppo", "--launcher", "slurm", "--results", str(tmp_path)]
-    assert run_all(slurm, *args).returncode == 0
-    first = json.loads((tmp_path / "smoke_dppo" / "slurm_jobs.json").read_text())
-    pre_job, ft_job = (next(iter(sub["tasks"])) for sub in first)
-    subprocess.run(["scancel", ft_job], env=slurm, check=True)  # lost fine-tune; pre-training still queued
-    res = run_all(slurm, *args, "--resume", "--wait")
-    assert res.returncode == 0, res.stdout + res.stderr
-    latest = json.loads((tmp_path / "smoke_dppo" / "slurm_jobs.json").read_text())[-1]
-    assert list(latest["tasks"].values()) == ["dppo_avoid_m2_s0"]
-    # pre-training takes seconds, so it is normally still queued; if it already finished, no dependency is needed
-    if "skip   pretrain_diffusion_avoid_m2 (already queued" in res.stdout:
+    with scheduling_held(slurm):  # the pre-training is still queued when the fine-tune is lost and resubmitted
+        assert run_all(slurm, *args).returncode == 0
+        first = json.loads((tmp_path / "smoke_dppo" / "slurm_jobs.json").read_text())
+        pre_job, ft_job = (next(iter(sub["tasks"])) for sub in first)
+        subprocess.run(["scancel", ft_job], env=slurm, check=True)  # lost fine-tune; pre-training still queued
+        wait_for(lambda: ft_job not in squeue(slurm, "%i"), 60, f"cancelled job {ft_job} to leave the queue")
+        res = run_all(slurm, *args, "--resume")
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert f"skip   pretrain_diffusion_avoid_m2 (already queued as {pre_job})" in res.stdout, res.stdout
+        latest = json.loads((tmp_path / "smoke_dppo" / "slurm_jobs.json").read_text())[-1]
+        assert list(latest["tasks"].values()) == ["dppo_avoid_m2_s0"]
         assert latest["after"] == [pre_job]
-    else:
-        assert "skip   pretrain_diffusion_avoid_m2 (finished)" in res.stdout and latest["after"] == []
+    done = run_all(slurm, *args, "--resume", "--wait")
+    assert done.returncode == 0, done.stdout + done.stderr
     assert all(
         (tmp_path / "smoke_dppo" / r / "summary.json").is_file()
         for r in ("pretrain_diffusion_avoid_m2", "dppo_avoid_m2_s0")
