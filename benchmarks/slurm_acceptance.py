@@ -5,8 +5,8 @@
 Starts slurmctld/slurmd/munged under <results>/cluster (tests/local_slurm.py),
 then measures: (1) the 6-run `smoke` grid (seeds 0,1) through Slurm, (2) the
 2-run `smoke_dppo` grid with its fine-tuning task preempted (scancel
---signal=USR2) mid-way, (3) `--dry-run` of the paper-scale `gym` grid, timed
-over 5 calls. Prints a table and exits non-zero on any miss.
+--signal=USR2) while paused after iteration 3, (3) `--dry-run` of the
+paper-scale `gym` grid, timed over 5 calls. Prints a table and exits non-zero on any miss.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from experiments.faults import PAUSE_AFTER_ITR  # noqa: E402
 from tests.local_slurm import start, stop  # noqa: E402
+from tests.waiting import deliver_when_signalled, wait_for, wait_until_paused  # noqa: E402
 
 
 def run_all(env, *args):
@@ -55,15 +57,19 @@ def main() -> int:
         n = 12
         grid = ["--grid", "smoke_dppo", "--launcher", "slurm", "--results", str(root), "--time", "60"]
         t0 = time.perf_counter()
-        run_all(env, *grid, f"train.n_iterations={n}")
+        run_all({**env, PAUSE_AFTER_ITR: "3"}, *grid, f"train.n_iterations={n}")
         run = root / "smoke_dppo" / "dppo_avoid_m2_s0"
-        while not (run / "metrics.jsonl").is_file() or len(itrs(run)) < 4:
-            time.sleep(0.5)
+        pid = wait_until_paused(run)  # after iteration 3: preempted mid-way, however fast the machine
         killed_at = len(itrs(run))
         job = json.loads((root / "smoke_dppo" / "slurm_jobs.json").read_text())[1]["job_id"]
         subprocess.run(["scancel", "--signal=USR2", job], env=env, check=True)
-        while subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True).stdout.strip():
-            time.sleep(1)
+        deliver_when_signalled(pid, "USR2 from scancel")
+        queue = ["squeue", "-h"]
+        wait_for(
+            lambda: not subprocess.run(queue, env=env, capture_output=True, text=True).stdout.strip(),
+            600,
+            "the grid to leave the Slurm queue",
+        )
         wall = time.perf_counter() - t0
         both = [d for d in (root / "smoke_dppo").iterdir() if (d / "summary.json").is_file()]
         summary = run / "summary.json"

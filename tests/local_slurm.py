@@ -11,6 +11,7 @@ and `munge` packages and root (slurmd launches jobs as their owner).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -25,6 +26,10 @@ DAEMONS = ("munged", "slurmctld", "slurmd")
 
 class SlurmUnavailable(RuntimeError):
     """The daemons are missing or would not start; the message says why."""
+
+
+class PortTaken(SlurmUnavailable):
+    """Another process took a port between its pick and the daemon's bind."""
 
 
 def _which(name: str) -> str | None:
@@ -87,21 +92,39 @@ def write_config(root: Path, cpus: int) -> Path:
     return conf
 
 
-def start(root: Path, cpus: int | None = None, timeout: float = 60.0) -> dict[str, str]:
-    """Start munged, slurmctld and slurmd under `root`; returns the env vars clients need."""
+def start(root: Path, cpus: int | None = None, timeout: float = 120.0, tries: int = 3) -> dict[str, str]:
+    """Start munged, slurmctld and slurmd under `root`; returns the env vars clients need.
+
+    The daemons' ports are picked free, but another process may take one before a daemon binds it:
+    then everything is stopped and started again on other ports, up to `tries` times.
+    """
     missing = [d for d in DAEMONS if _which(d) is None]
     if missing:
         raise SlurmUnavailable(f"{', '.join(missing)} not installed (apt-get install slurm-wlm munge)")
     if os.geteuid() != 0:
         raise SlurmUnavailable("a local Slurm needs root to start slurmd")
     root = Path(root).resolve()
+    for attempt in range(1, tries + 1):
+        try:
+            return _start_once(root, cpus or os.cpu_count() or 1, timeout)
+        except PortTaken:
+            stop(root)
+            if attempt == tries:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_once(root: Path, cpus: int, timeout: float) -> dict[str, str]:
     stop(root)
+    for log in (root / "slurmctld.log", root / "slurmd.log", root / "munge" / "munged.log"):
+        log.unlink(missing_ok=True)  # the daemons append; an earlier try's errors must not be read as this one's
     for sub in ("munge", "state", "spool"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     key = root / "munge" / "munge.key"
+    key.unlink(missing_ok=True)
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
-    conf = write_config(root, cpus or os.cpu_count() or 1)
+    conf = write_config(root, cpus)
     env = {**os.environ, "SLURM_CONF": str(conf)}
     munge = root / "munge"
     _spawn(
@@ -123,7 +146,7 @@ def start(root: Path, cpus: int | None = None, timeout: float = 60.0) -> dict[st
 
     def node_idle() -> bool:
         out = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True)
-        return out.returncode == 0 and out.stdout.strip().rstrip("*") in ("idle", "mixed")
+        return out.returncode == 0 and out.stdout.strip() in ("idle", "mixed")  # "idle*": not responding yet
 
     _wait(node_idle, timeout, "slurmd", root / "slurmd.log", root / "slurmctld.log")
     return {"SLURM_CONF": str(conf)}
@@ -137,8 +160,12 @@ def _spawn(cmd: list[str], env: dict[str, str], out: Path) -> None:
 
 
 def _wait(ready, timeout: float, what: str, *logs: Path) -> None:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
+    """Poll `ready` until it holds; fail at once if a daemon could not bind its port, else after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for log in logs:  # before asking: a client waits its whole message timeout on a dead daemon
+            if log.is_file() and "Address already in use" in log.read_text():
+                raise PortTaken(f"{what}: a port was taken before it could bind it ({log})")
         if ready():
             return
         time.sleep(0.5)
@@ -146,24 +173,48 @@ def _wait(ready, timeout: float, what: str, *logs: Path) -> None:
     raise SlurmUnavailable(f"{what} not ready after {timeout:.0f}s\n{tails}")
 
 
-def stop(root: Path) -> None:
-    """Stop the daemons started under `root` (by their pid files); a no-op when none run."""
+def stop(root: Path, timeout: float = 60.0) -> None:
+    """Cancel the cluster's jobs and stop the daemons started under `root`; a no-op when none run.
+
+    Each daemon gets SIGTERM and `timeout` seconds to exit, then SIGKILL.
+    """
     root = Path(root).resolve()
+    conf = root / "slurm.conf"
+    if _alive(root / "slurmctld.pid") and conf.is_file():
+        # no job of a failed test may go on running (and taking cores) once its cluster is gone
+        env = {**os.environ, "SLURM_CONF": str(conf)}
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run(["scancel", "--user", "root"], env=env, capture_output=True, timeout=30)
     for pid_file in (root / "slurmd.pid", root / "slurmctld.pid", root / "munge" / "munged.pid"):
         try:
             pid = int(pid_file.read_text().strip())
             os.kill(pid, signal.SIGTERM)
         except (OSError, ValueError):
             continue
-        for _ in range(50):
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                break
-            time.sleep(0.1)
-        else:
-            os.kill(pid, signal.SIGKILL)
+        if not _exited(pid, timeout):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+            _exited(pid, timeout)
         pid_file.unlink(missing_ok=True)
+
+
+def _alive(pid_file: Path) -> bool:
+    try:
+        os.kill(int(pid_file.read_text().strip()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _exited(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 if __name__ == "__main__":

@@ -4,10 +4,8 @@ after a kill, and the errors bad input must produce."""
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from itertools import pairwise
 from pathlib import Path
 
@@ -15,8 +13,10 @@ import pytest
 import torch
 
 from envs.normalizer import MinMaxNormalizer
+from experiments.faults import PAUSE_AFTER_ITR
 from methods.policies import DiffusionPolicy, DiffusionPolicyConfig
 from methods.pretrain import save_policy
+from tests.waiting import process_state, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -104,21 +104,24 @@ def test_resume_after_kill_has_no_lost_or_duplicated_rows(tmp_path):
         "train.save_every=2",
         "progress=false",
     ]
+    # the run stops itself after iteration 4's row (its last checkpoint, at save_every 2, is before it)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "experiments.run", *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, "-m", "experiments.run", *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, PAUSE_AFTER_ITR: "4"},
     )
     run_dir = tmp_path / "gaussian_ppo_avoid_m2_s0"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        metrics = run_dir / "metrics.jsonl"
-        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 5:
-            break
-        time.sleep(0.1)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        wait_for(lambda: process_state(proc.pid) in ("T", "Z", None), 300, "the run to pause after iteration 4")
+        assert proc.poll() is None, f"the run exited with {proc.returncode} before its pause point"
+    finally:
+        proc.kill()
+        proc.wait()
     assert not (run_dir / "summary.json").exists()
-    n_before = len(read_rows(run_dir))
-    assert 5 <= n_before < 12
+    assert [r["itr"] for r in read_rows(run_dir)] == [0, 1, 2, 3, 4]
+    assert torch.load(run_dir / "checkpoints" / "state.pt", weights_only=False)["next_itr"] == 4
 
     again = run_cli(*args)
     assert again.returncode == 2 and "--resume" in again.stderr  # refuses to overwrite silently

@@ -6,17 +6,16 @@ import json
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from experiments.faults import PAUSE_AFTER_ITR
 from tests.local_slurm import SlurmUnavailable, start, stop
-from tests.waiting import process_state, signal_pending, wait_for, wait_until_paused
+from tests.waiting import deliver_when_signalled, wait_for, wait_until_paused
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,16 +68,6 @@ def scheduling_held(env):
         yield
     finally:
         scontrol(env, "update", "PartitionName=debug", "State=UP")
-
-
-def deliver_when_signalled(pid: int, what: str, timeout: float = 120) -> None:
-    """Let the paused run `pid` go on once USR2 is pending on it, so it handles the signal before anything else.
-
-    Slurm's time-limit warning also sends SIGCONT right after the signal: then the run is already going.
-    """
-    wait_for(lambda: signal_pending(pid, signal.SIGUSR2) or process_state(pid) != "T", timeout, what)
-    with suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGCONT)
 
 
 def job_run_time_s(env, job: str) -> int:

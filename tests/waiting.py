@@ -9,9 +9,11 @@ test can kill or signal them there however fast or busy the machine is.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import TypeVar
 
@@ -64,3 +66,13 @@ def paused_run_pid(run_dir: Path) -> int | None:
 
 def wait_until_paused(run_dir: Path, timeout: float = 600) -> int:
     return wait_for(lambda: paused_run_pid(run_dir), timeout, f"{run_dir.name} to pause at its pause point")
+
+
+def deliver_when_signalled(pid: int, what: str, timeout: float = 120) -> None:
+    """Let the paused run `pid` go on once USR2 is pending on it, so it handles the signal before anything else.
+
+    Slurm's time-limit warning also sends SIGCONT right after the signal: then the run is already going.
+    """
+    wait_for(lambda: signal_pending(pid, signal.SIGUSR2) or process_state(pid) != "T", timeout, what)
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGCONT)
