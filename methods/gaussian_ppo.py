@@ -1,11 +1,15 @@
 """PPO with a diagonal Gaussian policy over action chunks (paper D.6).
 
-The pre-trained mean network is fine-tuned together with a learned per-dim
-log-std (clamped to [std_min, std_max] by the policy). One training sample is
-one env step; its log-probability is the sum over the executed chunk.
+The pre-trained mean network is fine-tuned, and with `learn_std` also a per-dim
+log-variance (clamped to [std_min, std_max] by the policy). One training sample
+is one env step. Its log-probability is computed as the reference computes it
+(model/rl/gaussian_vpg.py `get_logprobs`, model/rl/gaussian_ppo.py `loss`): the
+per-dim log-densities averaged over the whole predicted chunk (horizon x action
+dims, executed or not), clamped to [-5, 2] for both the new and the old policy.
 
 Defaults: irom-princeton/dppo cfg/d3il/finetune/avoid_m2/ft_ppo_gaussian_mlp.yaml
-(same PPO values as DPPO there: clip 0.1, actor lr 1e-5, critic lr 1e-3, 10 epochs).
+(same PPO values as DPPO there: clip 0.1, actor lr 1e-5, critic lr 1e-3, 10 epochs,
+target KL 1; std fixed at 0.1, `learn_fixed_std: False`).
 """
 
 from __future__ import annotations
@@ -19,10 +23,18 @@ from methods.base import Rollout
 from methods.policies.gaussian import GaussianPolicy
 from methods.ppo import PPOConfig, PPOMethod
 
+LOGPROB_REDUCTIONS = ("mean_clamped", "sum")
+
 
 @dataclass
 class GaussianPPOConfig(PPOConfig):
-    learn_std: bool = True
+    # Learn the policy's log-variance in fine-tuning. Reference: False on Avoid
+    # (cfg/d3il/finetune/avoid_m*/ft_ppo_gaussian_mlp.yaml), True within [0.01, 0.2] on Robomimic
+    # (cfg/robomimic/finetune/*/ft_ppo_gaussian_mlp.yaml, learn_fixed_std, std_min, std_max).
+    learn_std: bool = False
+    # "mean_clamped": the reference's mean of per-dim log-densities over the whole chunk, clamped to
+    # [-5, 2]; "sum": the exact log-density of the executed steps (what this harness did before).
+    logprob_reduction: str = "mean_clamped"
 
 
 class GaussianPPO(PPOMethod):
@@ -31,10 +43,14 @@ class GaussianPPO(PPOMethod):
     config_cls = GaussianPPOConfig
 
     def __init__(self, policy: GaussianPolicy, cfg: GaussianPPOConfig, device, n_iterations: int, act_steps: int):
+        if cfg.logprob_reduction not in LOGPROB_REDUCTIONS:
+            raise ValueError(
+                f"algo.logprob_reduction must be one of {', '.join(LOGPROB_REDUCTIONS)}, got {cfg.logprob_reduction!r}"
+            )
         self.policy = policy.to(device)
         for p in self.policy.network.parameters():
             p.requires_grad_(True)
-        self.policy.log_std.requires_grad_(cfg.learn_std)
+        self.policy.logvar.requires_grad_(cfg.learn_std)
         self.act_steps = act_steps
         super().__init__(policy, cfg, device, n_iterations)
 
@@ -46,10 +62,11 @@ class GaussianPPO(PPOMethod):
         return actions, ({} if deterministic else {"actions": actions})
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Log-density of the executed part of each chunk."""
-        mean = self.policy.mean(obs)[:, : self.act_steps]
-        dist = torch.distributions.Normal(mean, self.policy.std())
-        return dist.log_prob(actions[:, : self.act_steps]).sum(dim=(-1, -2))
+        """The training log-probability of chunks (B, Ta, Da) -> (B,), reduced as `logprob_reduction` says."""
+        logp = torch.distributions.Normal(self.policy.mean(obs), self.policy.std()).log_prob(actions)
+        if self.cfg.logprob_reduction == "sum":
+            return logp[:, : self.act_steps].sum(dim=(-1, -2))
+        return logp.mean(dim=(-1, -2)).clamp(-5, 2)
 
     def make_samples(self, rollout: Rollout, advantages, returns, values):
         T, N = rollout.n_steps, rollout.n_envs

@@ -85,6 +85,26 @@ def test_ddim_step_matches_formula_with_leading_spacing():
             assert got_sigma.flatten()[0].item() == pytest.approx(sigma, abs=1e-6)
 
 
+def test_ddim_step_keeps_float64_precision_where_a_prev_nears_one():
+    # K = 100, 5 DDIM steps: at position 3, a_prev = 0.99937 and 1 - a_prev - sigma^2 is a difference of
+    # nearly equal numbers. Float32 inputs to it put the mean 3.3e-5 sigma off; float64 coefficients 2.2e-6.
+    K, S = 100, 5
+    policy = DiffusionPolicy(
+        3, 2, 4, DiffusionPolicyConfig(denoising_steps=K, hidden=[16], use_ddim=True, ddim_steps=S)
+    )
+    abar = reference_abar(K)
+    x = torch.linspace(-0.5, 0.5, 8, dtype=torch.float64).view(1, 4, 2)
+    for pos, t in enumerate(policy.net_k.tolist()[:-1]):  # the last step has sigma 0
+        a, a_prev = abar[t], abar[t - K // S]
+        x0 = ((x - math.sqrt(1 - a) * 0.3) / math.sqrt(a)).clamp(-1, 1)
+        eps = (x - math.sqrt(a) * x0) / math.sqrt(1 - a)
+        sigma = math.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev))
+        mu = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev - sigma**2) * eps
+        got_mu, got_sigma = policy.step_mean_std(ConstantEps(0.3), x.float(), torch.tensor([pos]), torch.zeros(1, 3))
+        assert (got_mu.double() - mu).abs().max().item() < 5e-6 * sigma, pos
+        assert got_sigma.flatten()[0].item() == pytest.approx(sigma, rel=1e-6)
+
+
 def test_deterministic_ddpm_sampling_is_noise_free_at_the_last_step():
     torch.manual_seed(0)
     policy = DiffusionPolicy(3, 2, 4, DiffusionPolicyConfig(denoising_steps=5, hidden=[16]))

@@ -68,10 +68,17 @@ class DiffusionPolicy(nn.Module):
             ks = np.arange(cfg.ddim_steps)[::-1] * ratio  # "leading" spacing, reversed
             a = abar[ks]
             a_prev = np.concatenate([abar[ks[1:]], [1.0]])
-            self._buffer("a", a)
-            self._buffer("a_prev", a_prev)
-            # sigma at eta = 1; scaled by eta at use
-            self._buffer("ddim_sigma1", np.sqrt((1 - a_prev) / (1 - a) * (1 - a / a_prev)))
+            # Every coefficient in float64 before rounding once: near a_prev ~ 1 the direction coefficient
+            # sqrt(1 - a_prev - sigma^2) is a difference of nearly equal numbers, and float32 inputs to it
+            # would lose ~1e-3 of it (K = 100, 5 DDIM steps).
+            self._ddim_a_prev = a_prev
+            self._ddim_sigma1_sq = (1 - a_prev) / (1 - a) * (1 - a / a_prev)  # sigma^2 at eta = 1
+            self._buffer("sqrt_a", np.sqrt(a))
+            self._buffer("sqrt_one_minus_a", np.sqrt(1 - a))
+            self._buffer("sqrt_a_prev", np.sqrt(a_prev))
+            self._buffer("ddim_sigma1", np.sqrt(self._ddim_sigma1_sq))
+            for eta in (0.0, 1.0):  # the two used: evaluation and fine-tuning
+                self._buffer(self._ddim_dir_name(eta), self._ddim_dir(eta))
         else:
             ks = np.arange(K)[::-1]
             var = betas * (1.0 - abar_prev) / (1.0 - abar)
@@ -84,6 +91,22 @@ class DiffusionPolicy(nn.Module):
 
     def _buffer(self, name: str, values: np.ndarray) -> None:
         self.register_buffer(name, torch.as_tensor(values, dtype=torch.float32), persistent=False)
+
+    @staticmethod
+    def _ddim_dir_name(eta: float) -> str:
+        return f"ddim_dir_eta{eta:g}".replace(".", "_")
+
+    def _ddim_dir(self, eta: float) -> np.ndarray:
+        """sqrt(1 - a_prev - (eta sigma_1)^2) per sampling position, in float64."""
+        return np.sqrt(np.maximum(1 - self._ddim_a_prev - eta**2 * self._ddim_sigma1_sq, 0.0))
+
+    def ddim_direction(self, eta: float) -> torch.Tensor:
+        """The DDIM step's coefficient of eps at `eta`, precomputed for 0 and 1, computed in float64 otherwise."""
+        name = self._ddim_dir_name(eta)
+        if not hasattr(self, name):
+            self._buffer(name, self._ddim_dir(eta))
+            getattr(self, name).data = getattr(self, name).to(self.sqrt_a.device)
+        return getattr(self, name)
 
     @property
     def n_sampling_steps(self) -> int:
@@ -115,13 +138,13 @@ class DiffusionPolicy(nn.Module):
         shape = (-1, 1, 1)
         clip = self.cfg.denoised_clip
         if self.cfg.use_ddim:
-            a, a_prev = self.a[pos].view(shape), self.a_prev[pos].view(shape)
-            x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+            sqrt_a, sqrt_1ma = self.sqrt_a[pos].view(shape), self.sqrt_one_minus_a[pos].view(shape)
+            x0 = (x - sqrt_1ma * eps) / sqrt_a
             if clip is not None:
                 x0 = x0.clamp(-clip, clip)
-                eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
+                eps = (x - sqrt_a * x0) / sqrt_1ma
             sigma = eta * self.ddim_sigma1[pos].view(shape)
-            mu = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
+            mu = self.sqrt_a_prev[pos].view(shape) * x0 + self.ddim_direction(eta)[pos].view(shape) * eps
             return mu, sigma.expand_as(mu)
         x0 = self.sqrt_recip_abar[pos].view(shape) * x - self.sqrt_recipm1_abar[pos].view(shape) * eps
         if clip is not None:

@@ -1,7 +1,9 @@
 """Diagonal Gaussian policy over action chunks (paper D.6).
 
-Pre-training uses a fixed std; fine-tuning learns one log-std per action
-dimension, initialised at the fixed std and clamped to [std_min, std_max].
+Pre-training uses a fixed std; fine-tuning may learn one log-variance per
+action dimension, initialised at the fixed std and clamped to
+[log std_min^2, log std_max^2], parametrised as the reference's `Gaussian_MLP`
+(`logvar`, `learn_fixed_std`) so that an optimizer steps it the same way.
 Sampled actions are clipped to within `randn_clip` std of the mean.
 Defaults follow the reference's Avoid and Robomimic Gaussian configs
 (irom-princeton/dppo cfg/d3il/pretrain/avoid_m2/pre_gaussian_mlp.yaml: 256x3
@@ -37,10 +39,16 @@ class GaussianPolicy(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, horizon: int, cfg: GaussianPolicyConfig):
         super().__init__()
+        if not cfg.std_min <= cfg.fixed_std <= cfg.std_max:
+            raise ValueError(
+                f"policy.fixed_std={cfg.fixed_std} lies outside [policy.std_min, policy.std_max] = "
+                f"[{cfg.std_min}, {cfg.std_max}]; widen the range or pick a std inside it"
+            )
         self.obs_dim, self.act_dim, self.horizon, self.cfg = obs_dim, act_dim, horizon, cfg
         self.network = make_mlp(obs_dim, list(cfg.hidden), horizon * act_dim, cfg.activation, cfg.residual)
-        # Learned only during fine-tuning (requires_grad toggled by the method).
-        self.log_std = nn.Parameter(torch.full((act_dim,), math.log(cfg.fixed_std)), requires_grad=False)
+        # Learned only during fine-tuning, and only where the method asks (requires_grad toggled by it).
+        self.logvar = nn.Parameter(torch.full((act_dim,), 2 * math.log(cfg.fixed_std)), requires_grad=False)
+        self._register_load_state_dict_pre_hook(_log_std_to_logvar)
 
     def mean(self, obs: torch.Tensor) -> torch.Tensor:
         m = self.network(obs.reshape(obs.shape[0], -1))
@@ -49,7 +57,8 @@ class GaussianPolicy(nn.Module):
         return m.view(-1, self.horizon, self.act_dim)
 
     def std(self) -> torch.Tensor:
-        return self.log_std.exp().clamp(self.cfg.std_min, self.cfg.std_max)
+        lo, hi = 2 * math.log(self.cfg.std_min), 2 * math.log(self.cfg.std_max)
+        return torch.exp(0.5 * self.logvar.clamp(lo, hi))
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Sum of per-dimension log-densities of chunks (B, Ta, Da) -> (B,)."""
@@ -66,3 +75,10 @@ class GaussianPolicy(nn.Module):
             return mean
         z = torch.randn_like(mean).clamp_(-self.cfg.randn_clip, self.cfg.randn_clip)
         return mean + self.std() * z
+
+
+def _log_std_to_logvar(state_dict, prefix, *_args) -> None:
+    """Checkpoints written before the std was parametrised as a log-variance hold `log_std`."""
+    old = state_dict.pop(prefix + "log_std", None)
+    if old is not None and prefix + "logvar" not in state_dict:
+        state_dict[prefix + "logvar"] = 2 * old
