@@ -64,6 +64,8 @@ import torch
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_impl import add_reference, check_imported_from, copy_parameters  # noqa: E402
 
 # Hopper fine-tuning setup: reference cfg/gym/finetune/hopper-v2/ft_ppo_diffusion_mlp.yaml
 OBS_DIM, ACT_DIM, HORIZON, ACT_STEPS = 11, 3, 4, 4
@@ -83,16 +85,12 @@ Step = Callable[[], Any]
 # ---------------------------------------------------------------- the two implementations
 def import_reference(path: Path) -> tuple[type, type, type]:
     """PPODiffusion, DiffusionMLP and CriticObs from a reference checkout, imported from `path` first."""
-    if not (path / "model" / "diffusion" / "diffusion_ppo.py").is_file():
-        sys.exit(f"{path} does not look like an irom-princeton/dppo checkout (no model/diffusion/diffusion_ppo.py)")
-    sys.path.insert(0, str(path))
+    add_reference(path, "model/diffusion/diffusion_ppo.py")
     from model.common.critic import CriticObs
     from model.diffusion.diffusion_ppo import PPODiffusion
     from model.diffusion.mlp_diffusion import DiffusionMLP
 
-    module_file = Path(sys.modules[PPODiffusion.__module__].__file__ or "").resolve()
-    if not module_file.is_relative_to(path):
-        sys.exit(f"imported the reference from {module_file}, not from {path}")
+    check_imported_from(PPODiffusion.__module__, path)
     return PPODiffusion, DiffusionMLP, CriticObs
 
 
@@ -132,17 +130,6 @@ def build_reference(path: Path, device: torch.device) -> tuple[Any, torch.optim.
     actor_opt = torch.optim.AdamW(model.actor_ft.parameters(), lr=ACTOR_LR, weight_decay=WEIGHT_DECAY)
     critic_opt = torch.optim.AdamW(model.critic.parameters(), lr=CRITIC_LR, weight_decay=WEIGHT_DECAY)
     return model, actor_opt, critic_opt
-
-
-def copy_parameters(src: nn.Module, dst: nn.Module) -> None:
-    """Copy parameters in registration order; both modules must have the same tensor shapes in that order."""
-    src_params, dst_params = list(src.parameters()), list(dst.parameters())
-    shapes = [tuple(p.shape) for p in src_params], [tuple(p.shape) for p in dst_params]
-    if shapes[0] != shapes[1]:
-        raise AssertionError(f"parameter layouts differ:\nreference {shapes[0]}\nours      {shapes[1]}")
-    with torch.no_grad():
-        for s, d in zip(src_params, dst_params, strict=True):
-            d.copy_(s)
 
 
 def build_ours(reference: Any, device: torch.device) -> Any:

@@ -101,8 +101,15 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
         # policy's rollouts collide; 0.03 keeps it splitting between its two modes (README, Avoid).
         "algo.min_sampling_std": 0.03,
     },
-    # cfg/d3il/{pretrain,finetune}/avoid_m2/*_gaussian_mlp.yaml: 256x3 residual ReLU, fixed std 0.1
-    ("d3il", "gaussian_ppo"): {**_AVOID_PRETRAIN},
+    # cfg/d3il/{pretrain,finetune}/avoid_m2/*_gaussian_mlp.yaml: 256x3 residual ReLU, fixed std 0.1, kept
+    # fixed in fine-tuning (learn_fixed_std: False); log-probs averaged over the chunk and clamped to [-5, 2]
+    # (model/rl/gaussian_ppo.py)
+    ("d3il", "gaussian_ppo"): {
+        **_AVOID_PRETRAIN,
+        "policy.fixed_std": 0.1,
+        "algo.learn_std": False,
+        "algo.logprob_reduction": "mean_clamped",
+    },
     # Paper scale, identical for hopper, walker2d and halfcheetah in the reference:
     # cfg/gym/pretrain/hopper-medium-v2/pre_diffusion_mlp.yaml: 200 epochs, batch 128, lr 1e-3 -> 1e-4,
     #   weight decay 1e-6, EMA 0.995, K 20, MLP 512x3 residual ReLU

@@ -69,6 +69,10 @@ def run(cfg: RunConfig, resume: bool = False, force: bool = False) -> dict[str, 
     cfg.dataset = str(Path(cfg.dataset).resolve()) if cfg.dataset else cfg.dataset
 
     # Everything a user can get wrong is checked before the run directory is touched.
+    try:
+        method_cls.check_config(cfg.algo)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     policy = normalizer = dataset = None
     if cfg.checkpoint:
         policy, normalizer, _ = load_policy(cfg.checkpoint, kind, task.obs_dim, task.act_dim, task.horizon, device)

@@ -56,6 +56,11 @@ class Method(ABC):
     def __init__(self, policy: nn.Module, cfg: Any, device: torch.device, n_iterations: int):
         self.policy, self.cfg, self.device, self.n_iterations = policy, cfg, device, n_iterations
 
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """Raise ValueError naming the key if `cfg` can't work; called before a run writes anything."""
+        return None
+
     @abstractmethod
     def act(self, obs: torch.Tensor, deterministic: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Action chunks (N, Ta, Da) in normalised units, and what to keep for the update."""

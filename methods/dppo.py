@@ -52,14 +52,18 @@ class DPPO(PPOMethod):
     policy_kind = "diffusion"
     config_cls = DPPOConfig
 
+    @classmethod
+    def check_config(cls, cfg: DPPOConfig) -> None:
+        if cfg.logprob_reduction not in ("mean_clamped", "sum"):
+            raise ValueError(f"algo.logprob_reduction must be 'mean_clamped' or 'sum', got {cfg.logprob_reduction!r}")
+
     def __init__(self, policy: DiffusionPolicy, cfg: DPPOConfig, device, n_iterations: int, act_steps: int):
         S = policy.n_sampling_steps
         if not 1 <= cfg.ft_denoising_steps <= S:
             raise ValueError(
                 f"ft_denoising_steps must be in [1, {S}] (the sampling steps), got {cfg.ft_denoising_steps}"
             )
-        if cfg.logprob_reduction not in ("mean_clamped", "sum"):
-            raise ValueError(f"logprob_reduction must be 'mean_clamped' or 'sum', got {cfg.logprob_reduction!r}")
+        self.check_config(cfg)
         self.policy = policy.to(device)
         self.frozen = policy.frozen_copy()
         for p in self.policy.network.parameters():

@@ -42,11 +42,15 @@ class GaussianPPO(PPOMethod):
     policy_kind = "gaussian"
     config_cls = GaussianPPOConfig
 
-    def __init__(self, policy: GaussianPolicy, cfg: GaussianPPOConfig, device, n_iterations: int, act_steps: int):
+    @classmethod
+    def check_config(cls, cfg: GaussianPPOConfig) -> None:
         if cfg.logprob_reduction not in LOGPROB_REDUCTIONS:
             raise ValueError(
                 f"algo.logprob_reduction must be one of {', '.join(LOGPROB_REDUCTIONS)}, got {cfg.logprob_reduction!r}"
             )
+
+    def __init__(self, policy: GaussianPolicy, cfg: GaussianPPOConfig, device, n_iterations: int, act_steps: int):
+        self.check_config(cfg)
         self.policy = policy.to(device)
         for p in self.policy.network.parameters():
             p.requires_grad_(True)

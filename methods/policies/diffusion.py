@@ -104,8 +104,8 @@ class DiffusionPolicy(nn.Module):
         """The DDIM step's coefficient of eps at `eta`, precomputed for 0 and 1, computed in float64 otherwise."""
         name = self._ddim_dir_name(eta)
         if not hasattr(self, name):
-            self._buffer(name, self._ddim_dir(eta))
-            getattr(self, name).data = getattr(self, name).to(self.sqrt_a.device)
+            coef = torch.as_tensor(self._ddim_dir(eta), dtype=torch.float32, device=self.sqrt_a.device)
+            self.register_buffer(name, coef, persistent=False)
         return getattr(self, name)
 
     @property
