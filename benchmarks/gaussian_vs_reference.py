@@ -80,8 +80,9 @@ def accept_zero_dropout() -> None:
 
     At irom-lab/dppo 7b10df6, `Gaussian_MLP` passes `dropout=` to `ResidualMLP`, whose constructor
     takes none, so every residual Gaussian config (Avoid's and Robomimic's among them) fails with a
-    TypeError (irom-princeton/dppo cc7234a has it fixed; then this does nothing). Dropout is 0 in all of them, so a `ResidualMLP` that accepts and ignores
-    `dropout=0` builds exactly the network those configs describe.
+    TypeError (irom-princeton/dppo cc7234a has it fixed; then this does nothing). Dropout is 0 in
+    all of them, so a `ResidualMLP` that accepts and ignores `dropout=0` builds exactly the network
+    those configs describe.
     """
     import inspect
 
