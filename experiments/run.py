@@ -71,6 +71,8 @@ def run(cfg: RunConfig, resume: bool = False, force: bool = False) -> dict[str, 
     # Everything a user can get wrong is checked before the run directory is touched.
     try:
         method_cls.check_config(cfg.algo)
+        if not cfg.checkpoint:  # else the architecture is the checkpoint's
+            POLICIES[kind][0].check_config(cfg.policy)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     policy = normalizer = dataset = None

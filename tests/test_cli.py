@@ -154,6 +154,7 @@ def assert_clean_error(proc: subprocess.CompletedProcess, *needles: str) -> None
         (["checkpoint=/nonexistent/policy.pt"], ["does not exist"]),
         (["dataset=/nonexistent/train.npz"], ["does not exist"]),
         (["algo.logprob_reduction=mean"], ["algo.logprob_reduction must be", "mean_clamped"]),
+        (["policy.use_ddim=true", "policy.ddim_steps=3"], ["policy.ddim_steps=3 must divide"]),
     ],
 )
 def test_bad_input_gives_one_clear_error(args, needles, tmp_path):

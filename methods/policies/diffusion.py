@@ -61,9 +61,8 @@ class DiffusionPolicy(nn.Module):
         self._buffer("sqrt_abar", np.sqrt(abar))
         self._buffer("sqrt_one_minus_abar", np.sqrt(1.0 - abar))
 
+        self.check_config(cfg)
         if cfg.use_ddim:
-            if K % cfg.ddim_steps:
-                raise ValueError(f"ddim_steps={cfg.ddim_steps} must divide denoising_steps={K}")
             ratio = K // cfg.ddim_steps
             ks = np.arange(cfg.ddim_steps)[::-1] * ratio  # "leading" spacing, reversed
             a = abar[ks]
@@ -88,6 +87,14 @@ class DiffusionPolicy(nn.Module):
             self._buffer("mu_c2", ((1.0 - abar_prev) * np.sqrt(alphas) / (1.0 - abar))[ks])
             self._buffer("ddpm_sigma", np.sqrt(np.maximum(var, 1e-20))[ks])
         self.register_buffer("net_k", torch.as_tensor(ks.copy(), dtype=torch.long), persistent=False)
+
+    @staticmethod
+    def check_config(cfg: DiffusionPolicyConfig) -> None:
+        """Raise ValueError naming the key if `cfg` can't make a policy."""
+        if cfg.use_ddim and (cfg.ddim_steps < 1 or cfg.denoising_steps % cfg.ddim_steps):
+            raise ValueError(
+                f"policy.ddim_steps={cfg.ddim_steps} must divide policy.denoising_steps={cfg.denoising_steps}"
+            )
 
     def _buffer(self, name: str, values: np.ndarray) -> None:
         self.register_buffer(name, torch.as_tensor(values, dtype=torch.float32), persistent=False)

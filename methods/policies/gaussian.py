@@ -37,18 +37,23 @@ class GaussianPolicyConfig:
 class GaussianPolicy(nn.Module):
     kind = "gaussian"
 
-    def __init__(self, obs_dim: int, act_dim: int, horizon: int, cfg: GaussianPolicyConfig):
-        super().__init__()
-        if not cfg.std_min <= cfg.fixed_std <= cfg.std_max:
+    @staticmethod
+    def check_config(cfg: GaussianPolicyConfig) -> None:
+        """Raise ValueError naming the key if `cfg` can't make a policy."""
+        if not 0 < cfg.std_min <= cfg.fixed_std <= cfg.std_max:
             raise ValueError(
                 f"policy.fixed_std={cfg.fixed_std} lies outside [policy.std_min, policy.std_max] = "
                 f"[{cfg.std_min}, {cfg.std_max}]; widen the range or pick a std inside it"
             )
+
+    def __init__(self, obs_dim: int, act_dim: int, horizon: int, cfg: GaussianPolicyConfig):
+        super().__init__()
+        self.check_config(cfg)
         self.obs_dim, self.act_dim, self.horizon, self.cfg = obs_dim, act_dim, horizon, cfg
         self.network = make_mlp(obs_dim, list(cfg.hidden), horizon * act_dim, cfg.activation, cfg.residual)
         # Learned only during fine-tuning, and only where the method asks (requires_grad toggled by it).
         self.logvar = nn.Parameter(torch.full((act_dim,), 2 * math.log(cfg.fixed_std)), requires_grad=False)
-        self._register_load_state_dict_pre_hook(_log_std_to_logvar)
+        self.register_load_state_dict_pre_hook(_log_std_to_logvar)
 
     def mean(self, obs: torch.Tensor) -> torch.Tensor:
         m = self.network(obs.reshape(obs.shape[0], -1))
@@ -77,7 +82,7 @@ class GaussianPolicy(nn.Module):
         return mean + self.std() * z
 
 
-def _log_std_to_logvar(state_dict, prefix, *_args) -> None:
+def _log_std_to_logvar(_module, state_dict, prefix, *_args) -> None:
     """Checkpoints written before the std was parametrised as a log-variance hold `log_std`."""
     old = state_dict.pop(prefix + "log_std", None)
     if old is not None and prefix + "logvar" not in state_dict:
