@@ -311,7 +311,7 @@ class Trainer:
             )
             if is_last or (itr + 1) % tc.save_every == 0:
                 self.save_state(itr + 1, row["wall_time"])
-            pause_point(itr)
+            pause_point(itr, attempt=len(attempts))
             if is_last:
                 break
         bar.close()

@@ -185,6 +185,13 @@ def stop(root: Path, timeout: float = 60.0) -> None:
         env = {**os.environ, "SLURM_CONF": str(conf)}
         with contextlib.suppress(subprocess.TimeoutExpired):
             subprocess.run(["scancel", "--user", "root"], env=env, capture_output=True, timeout=30)
+            # slurmd kills the jobs' processes only after the controller tells it to: wait for that
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                queue = subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True, timeout=30)
+                if queue.returncode != 0 or not queue.stdout.strip():
+                    break
+                time.sleep(0.5)
     for pid_file in (root / "slurmd.pid", root / "slurmctld.pid", root / "munge" / "munged.pid"):
         try:
             pid = int(pid_file.read_text().strip())

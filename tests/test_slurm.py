@@ -179,7 +179,7 @@ def test_resume_resubmits_a_cancelled_run_after_its_still_queued_dependency(slur
         first = json.loads((tmp_path / "smoke_dppo" / "slurm_jobs.json").read_text())
         pre_job, ft_job = (next(iter(sub["tasks"])) for sub in first)
         subprocess.run(["scancel", ft_job], env=slurm, check=True)  # lost fine-tune; pre-training still queued
-        wait_for(lambda: ft_job not in squeue(slurm, "%i"), 60, f"cancelled job {ft_job} to leave the queue")
+        wait_for(lambda: ft_job not in squeue(slurm, "%i").split(), 60, f"cancelled job {ft_job} to leave the queue")
         res = run_all(slurm, *args, "--resume")
         assert res.returncode == 0, res.stdout + res.stderr
         assert f"skip   pretrain_diffusion_avoid_m2 (already queued as {pre_job})" in res.stdout, res.stdout

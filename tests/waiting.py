@@ -52,8 +52,15 @@ def signal_pending(pid: int, sig: signal.Signals) -> bool:
 
 
 def attempts(run_dir: Path) -> list[dict]:
+    """The run's attempt rows; a last line still being written is left out."""
     path = run_dir / "attempts.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
 
 
 def paused_run_pid(run_dir: Path) -> int | None:

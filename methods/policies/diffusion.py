@@ -76,8 +76,8 @@ class DiffusionPolicy(nn.Module):
             self._buffer("sqrt_one_minus_a", np.sqrt(1 - a))
             self._buffer("sqrt_a_prev", np.sqrt(a_prev))
             self._buffer("ddim_sigma1", np.sqrt(self._ddim_sigma1_sq))
-            for eta in (0.0, 1.0):  # the two used: evaluation and fine-tuning
-                self._buffer(self._ddim_dir_name(eta), self._ddim_dir(eta))
+            self._buffer("ddim_dir_eta0", self._ddim_dir(0.0))  # evaluation
+            self._buffer("ddim_dir_eta1", self._ddim_dir(1.0))  # fine-tuning
         else:
             ks = np.arange(K)[::-1]
             var = betas * (1.0 - abar_prev) / (1.0 - abar)
@@ -99,25 +99,17 @@ class DiffusionPolicy(nn.Module):
     def _buffer(self, name: str, values: np.ndarray) -> None:
         self.register_buffer(name, torch.as_tensor(values, dtype=torch.float32), persistent=False)
 
-    @staticmethod
-    def _ddim_dir_name(eta: float) -> str:
-        return f"ddim_dir_eta{eta:g}".replace(".", "_")
-
     def _ddim_dir(self, eta: float) -> np.ndarray:
         """sqrt(1 - a_prev - (eta sigma_1)^2) per sampling position, in float64."""
         return np.sqrt(np.maximum(1 - self._ddim_a_prev - eta**2 * self._ddim_sigma1_sq, 0.0))
 
     def ddim_direction(self, eta: float) -> torch.Tensor:
-        """The DDIM step's coefficient of eps at `eta`, precomputed for 0 and 1, computed in float64 otherwise."""
-        name = self._ddim_dir_name(eta)
-        if not hasattr(self, name):
-            coef = torch.as_tensor(self._ddim_dir(eta), dtype=torch.float32, device=self.sqrt_a.device)
-            self.register_buffer(name, coef, persistent=False)
-        return getattr(self, name)
-
-    @property
-    def n_sampling_steps(self) -> int:
-        return self.cfg.ddim_steps if self.cfg.use_ddim else self.cfg.denoising_steps
+        """The DDIM step's coefficient of eps at `eta`: precomputed for 0 and 1, else computed in float64 now."""
+        if eta == 0.0:
+            return self.ddim_dir_eta0
+        if eta == 1.0:
+            return self.ddim_dir_eta1
+        return torch.as_tensor(self._ddim_dir(eta), dtype=torch.float32, device=self.sqrt_a.device)
 
     # ---------------------------------------------------------------- training
     def bc_loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
