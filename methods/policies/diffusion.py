@@ -111,6 +111,10 @@ class DiffusionPolicy(nn.Module):
             return self.ddim_dir_eta1
         return torch.as_tensor(self._ddim_dir(eta), dtype=torch.float32, device=self.sqrt_a.device)
 
+    @property
+    def n_sampling_steps(self) -> int:
+        return self.cfg.ddim_steps if self.cfg.use_ddim else self.cfg.denoising_steps
+
     # ---------------------------------------------------------------- training
     def bc_loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Eps-prediction MSE with k ~ U{0..K-1}."""
