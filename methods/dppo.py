@@ -20,7 +20,7 @@ import torch
 
 from methods.base import Rollout
 from methods.policies.diffusion import DiffusionPolicy, gaussian_log_prob
-from methods.ppo import PPOConfig, PPOMethod
+from methods.ppo import PPOConfig, PPOMethod, check_logprob_reduction
 
 
 @dataclass
@@ -54,8 +54,7 @@ class DPPO(PPOMethod):
 
     @classmethod
     def check_config(cls, cfg: DPPOConfig) -> None:
-        if cfg.logprob_reduction not in ("mean_clamped", "sum"):
-            raise ValueError(f"algo.logprob_reduction must be 'mean_clamped' or 'sum', got {cfg.logprob_reduction!r}")
+        check_logprob_reduction(cfg.logprob_reduction)
 
     def __init__(self, policy: DiffusionPolicy, cfg: DPPOConfig, device, n_iterations: int, act_steps: int):
         S = policy.n_sampling_steps

@@ -21,9 +21,7 @@ import torch
 
 from methods.base import Rollout
 from methods.policies.gaussian import GaussianPolicy
-from methods.ppo import PPOConfig, PPOMethod
-
-LOGPROB_REDUCTIONS = ("mean_clamped", "sum")
+from methods.ppo import PPOConfig, PPOMethod, check_logprob_reduction
 
 
 @dataclass
@@ -44,10 +42,7 @@ class GaussianPPO(PPOMethod):
 
     @classmethod
     def check_config(cls, cfg: GaussianPPOConfig) -> None:
-        if cfg.logprob_reduction not in LOGPROB_REDUCTIONS:
-            raise ValueError(
-                f"algo.logprob_reduction must be one of {', '.join(LOGPROB_REDUCTIONS)}, got {cfg.logprob_reduction!r}"
-            )
+        check_logprob_reduction(cfg.logprob_reduction)
 
     def __init__(self, policy: GaussianPolicy, cfg: GaussianPPOConfig, device, n_iterations: int, act_steps: int):
         self.check_config(cfg)

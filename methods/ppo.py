@@ -121,6 +121,16 @@ def cosine_warmup_lr(step: int, max_lr: float, min_lr: float, warmup: int, cycle
     return min_lr + (max_lr - min_lr) * (1 + math.cos(math.pi * (s - warmup) / (cycle - warmup))) / 2
 
 
+# How a method reduces per-dim log-densities to one per sample: "mean_clamped" as the reference does
+# (the mean, clamped to [-5, 2]; which entries enter the mean is the method's), "sum" the exact log-density.
+LOGPROB_REDUCTIONS = ("mean_clamped", "sum")
+
+
+def check_logprob_reduction(value: str) -> None:
+    if value not in LOGPROB_REDUCTIONS:
+        raise ValueError(f"algo.logprob_reduction must be one of {', '.join(LOGPROB_REDUCTIONS)}, got {value!r}")
+
+
 def clipped_surrogate(
     logratio: torch.Tensor, adv: torch.Tensor, clip: torch.Tensor | float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
