@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(REPO))
 from reference_impl import add_reference, check_imported_from, copy_parameters  # noqa: E402
 
+from methods.base import MethodContext  # noqa: E402
 from methods.gaussian_ppo import GaussianPPO, GaussianPPOConfig  # noqa: E402
 from methods.policies import GaussianPolicy, GaussianPolicyConfig  # noqa: E402
 
@@ -176,7 +177,7 @@ def build_ours(reference: Any, s: Setup, reduction: str) -> GaussianPPO:
         critic_activation=CRITIC_ACTIVATION.lower(),
         critic_residual=True,
     )
-    method = GaussianPPO(policy, cfg, torch.device("cpu"), n_iterations=1, act_steps=ACT_STEPS)
+    method = GaussianPPO(cfg, MethodContext.standalone(policy, act_steps=ACT_STEPS))
     copy_parameters(reference.critic, method.critic)
     return method
 

@@ -135,6 +135,7 @@ def build_reference(path: Path, device: torch.device) -> tuple[Any, torch.optim.
 def build_ours(reference: Any, device: torch.device) -> Any:
     """Our DPPO with the same sizes and hyper-parameters, starting from the reference's weights."""
     sys.path.insert(1, str(REPO))
+    from methods.base import MethodContext
     from methods.dppo import DPPO, DPPOConfig
     from methods.policies.diffusion import DiffusionPolicy, DiffusionPolicyConfig
 
@@ -173,7 +174,7 @@ def build_ours(reference: Any, device: torch.device) -> Any:
         critic_activation=CRITIC_ACTIVATION.lower(),
         critic_residual=True,
     )
-    method = DPPO(policy, cfg, device, n_iterations=1, act_steps=ACT_STEPS)
+    method = DPPO(cfg, MethodContext.standalone(policy, device, act_steps=ACT_STEPS))
     copy_parameters(reference.critic, method.critic)
     return method
 

@@ -3,7 +3,6 @@ and where its dataset comes from. Adding a task = one `TaskSpec` entry."""
 
 from __future__ import annotations
 
-import difflib
 import functools
 import os
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from common.names import UnknownNameError, unknown
 from envs.data.loaders import DatasetError, Trajectories, load_dataset
 from envs.normalizer import MinMaxNormalizer
 from envs.wrappers import ActionChunkWrapper, NormalizeWrapper
@@ -22,16 +22,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def data_dir() -> Path:
     return Path(os.environ.get("DPPO_DATA_DIR", REPO_ROOT / "data"))
-
-
-class UnknownNameError(ValueError):
-    """A method, task or grid name that is not registered."""
-
-
-def unknown(kind: str, name: str, known) -> UnknownNameError:
-    close = difflib.get_close_matches(name, list(known), n=3)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    return UnknownNameError(f"unknown {kind} {name!r}.{hint} Known: {', '.join(sorted(known))}")
 
 
 @dataclass(frozen=True)

@@ -1,73 +1,115 @@
-"""Typed run configuration with `key=value` overrides.
+"""A run's configuration: the dataclasses below (and each method's and policy's) as OmegaConf
+structured configs, with presets as YAML files.
 
-A run's config is one `RunConfig` dataclass; its `policy` and `algo` sections
-are the dataclasses of the chosen method. Values are resolved in this order:
-dataclass defaults -> the task suite's preset for the method (`PRESETS`,
-each value citing the reference config it came from) -> command-line
-overrides. An unknown key or a value of the wrong type is an error that
-names the valid keys.
+Each value comes from the last of these layers that sets it:
+
+    1. the dataclass defaults (each field documented where it is declared)
+    2. experiments/configs/<suite>/<method>.yaml   the suite's preset, each value citing its reference config
+    3. experiments/configs/<suite>/cpu.yaml        with scale=cpu
+    4. config=FILE.yaml                            the user's own file (e.g. a run's recorded config.yaml)
+    5. key=value on the command line
+
+OmegaConf checks keys and types; this module turns its exceptions into one-line errors that name the
+layer's file and the closest valid key, and remembers where each value came from (`--show-config`).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
-import types
-import typing
+import inspect
+import itertools
+import textwrap
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ValidationError
+from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode, StringNode
 
-from envs.tasks import get_task
-from methods import get_method
+from envs.tasks import TASKS, get_task
+from experiments.record import flatten
+from methods import METHODS, get_method
 from methods.policies import POLICIES
 from methods.pretrain import PretrainConfig
 
+CONFIG_DIR = Path(__file__).resolve().with_name("configs")
+REPO_ROOT = CONFIG_DIR.parents[1]
+
 
 class ConfigError(ValueError):
-    """A config key or value the user got wrong."""
+    """A config key, value or file the user got wrong."""
 
 
 @dataclass
 class TrainConfig:
     n_iterations: int = 40
-    env_step_budget: int | None = None  # also stop once this many env steps are done (the last eval is there)
+    """Fine-tuning iterations (one rollout and one update each)."""
+    env_step_budget: int | None = None
+    """Also stop once this many env steps are done (the last evaluation happens there); None: no budget."""
     n_envs: int = 50
-    n_steps: int | None = None  # chunk steps per env per iteration; None: one episode (max steps / Ta)
+    """Parallel training envs (evaluation uses min(n_envs, eval episodes))."""
+    n_steps: int | None = None
+    """Chunk steps per env per iteration; None: one episode (max episode steps / executed chunk length)."""
     reset_every_iteration: bool = True
-    eval_every: int = 10  # iterations between evaluations (0: only before and after fine-tuning)
-    eval_episodes: int | None = None  # None: the task's protocol (SPEC 5)
-    save_every: int = 5  # iterations between resumable checkpoints
-    vector_env: str = "sync"  # sync | async
+    """Reset every env at the start of each iteration; false: episodes carry over between iterations."""
+    eval_every: int = 10
+    """Iterations between evaluations (0: only before and after fine-tuning)."""
+    eval_episodes: int | None = None
+    """Episodes per evaluation; None: the task's protocol (SPEC 5)."""
+    save_every: int = 5
+    """Iterations between resumable checkpoints (checkpoints/state.pt)."""
+    vector_env: str = "sync"
+    """sync: envs step in this process; async: one subprocess per env."""
     plot_rollouts: bool = True
+    """Plot the evaluation episodes of tasks that report paths (plots/rollouts_*.png)."""
 
 
 @dataclass
 class WandbConfig:
     enabled: bool = False
+    """Log metrics to Weights & Biases (offline unless WANDB_API_KEY is set)."""
     project: str = "dppo-bench"
+    """wandb project."""
     entity: str | None = None
+    """wandb entity (team or user); None: your default."""
 
 
 @dataclass
 class RunConfig:
     method: str = "dppo"
+    """Fine-tuning method (methods/__init__.py: METHODS)."""
     task: str = "avoid_m2"
+    """Task (envs/tasks.py: TASKS); its suite picks the preset files."""
     seed: int = 0
-    stage: str = "all"  # pretrain | finetune | all
-    scale: str = "paper"  # paper: the reference's values; cpu: the suite's 2-core preset (CPU_PRESETS)
-    checkpoint: str | None = None  # pre-trained policy; None pre-trains one first
-    dataset: str | None = None  # None: the task's default (generated on first use)
+    """Seed of pre-training and fine-tuning; evaluations use seed + 10000."""
+    stage: str = "all"
+    """pretrain: pre-train only; finetune: fine-tune checkpoint=; all: pre-train unless checkpoint=, then fine-tune."""
+    scale: str = "paper"
+    """paper: the reference's values; cpu: also the suite's 2-core preset (experiments/configs/<suite>/cpu.yaml)."""
+    checkpoint: str | None = None
+    """Pre-trained policy to fine-tune; None pre-trains one first."""
+    dataset: str | None = None
+    """Demonstrations for pre-training; None: the task's default (generated on first use)."""
     device: str = "auto"
-    threads: int = 1  # torch intra-op threads per run
+    """auto (cuda if available, else cpu), cpu, cuda or cuda:N."""
+    threads: int = 1
+    """Torch intra-op threads of the run."""
     results_dir: str = "results"
-    name: str | None = None  # run directory name under results_dir
+    """Directory that holds the run directory."""
+    name: str | None = None
+    """Run directory name under results_dir; None: <method>_<task>_s<seed> (pretrain_<kind>_... for stage=pretrain)."""
     progress: bool = True
+    """Show progress bars."""
     train: TrainConfig = field(default_factory=TrainConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     policy: Any = None
+    """The policy's config (its class depends on the method's policy kind)."""
     algo: Any = None
+    """The method's config (its class depends on the method)."""
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
     @property
@@ -84,151 +126,14 @@ class RunConfig:
 
 STAGES = ("pretrain", "finetune", "all")
 SCALES = ("paper", "cpu")
-
-# The reference pre-trains Avoid policies for 10-15k epochs at batch 16 (cfg/d3il/pretrain/avoid_m2/*.yaml,
-# paper D.8); on 2 CPU cores we take 10k steps at batch 256 with a 10x higher learning rate.
-_AVOID_PRETRAIN = {"pretrain.n_steps": 10000, "pretrain.batch_size": 256, "pretrain.lr": 1e-3, "pretrain.min_lr": 1e-4}
-
-# Per (suite, method) values that differ from the dataclass defaults.
-PRESETS: dict[tuple[str, str], dict[str, Any]] = {
-    # cfg/d3il/pretrain/avoid_m2/pre_diffusion_mlp.yaml: K 20, MLP 512x3 residual ReLU, time_dim 16
-    # cfg/d3il/finetune/avoid_m2/ft_ppo_diffusion_mlp.yaml: K' 10, gamma_denoising 0.95, clip 0.1 (base 0.1,
-    # rate 1), min sampling/logprob std 0.1, 50 envs, 10 epochs, actor lr 1e-5, critic lr 1e-3
-    ("d3il", "dppo"): {
-        **_AVOID_PRETRAIN,
-        # The reference uses 0.1. In our kinematic Avoid the routes clear the obstacles by ~2 cm, and a
-        # 0.1 floor on all 20 steps (~7 cm of accumulated action noise) makes 60-70% of the pre-trained
-        # policy's rollouts collide; 0.03 keeps it splitting between its two modes (README, Avoid).
-        "algo.min_sampling_std": 0.03,
-    },
-    # cfg/d3il/{pretrain,finetune}/avoid_m2/*_gaussian_mlp.yaml: 256x3 residual ReLU, fixed std 0.1, kept
-    # fixed in fine-tuning (learn_fixed_std: False); log-probs averaged over the chunk and clamped to [-5, 2]
-    # (model/rl/gaussian_ppo.py)
-    ("d3il", "gaussian_ppo"): {
-        **_AVOID_PRETRAIN,
-        "policy.fixed_std": 0.1,
-        "algo.learn_std": False,
-        "algo.logprob_reduction": "mean_clamped",
-    },
-    # Paper scale, identical for hopper, walker2d and halfcheetah in the reference:
-    # cfg/gym/pretrain/hopper-medium-v2/pre_diffusion_mlp.yaml: 200 epochs, batch 128, lr 1e-3 -> 1e-4,
-    #   weight decay 1e-6, EMA 0.995, K 20, MLP 512x3 residual ReLU
-    # cfg/gym/finetune/hopper-v2/ft_ppo_diffusion_mlp.yaml (and walker2d-v2, halfcheetah-v2): 40 envs,
-    #   500 chunk steps per iteration without resets, 1000 iterations, K' 10, gamma_denoising 0.99,
-    #   clip 0.01 (base 0.01, rate 3), min stds 0.1, actor lr 1e-4, critic lr 1e-3 (warm-up 10, cycle 1000),
-    #   no critic warm-up, batch 50000, 5 epochs, target KL 1, eval every 10 iterations
-    ("gym", "dppo"): {
-        "pretrain.n_epochs": 200,
-        "pretrain.batch_size": 128,
-        "pretrain.lr": 1e-3,
-        "pretrain.min_lr": 1e-4,
-        "pretrain.warmup_steps": 1,
-        "train.n_envs": 40,
-        "train.n_steps": 500,
-        "train.reset_every_iteration": False,
-        "train.n_iterations": 1000,
-        "train.eval_every": 10,
-        "algo.ft_denoising_steps": 10,
-        "algo.gamma_denoise": 0.99,
-        "algo.clip": 0.01,
-        "algo.clip_base": 0.01,
-        "algo.clip_rate": 3.0,
-        "algo.actor_lr": 1e-4,
-        "algo.actor_min_lr": 1e-4,
-        "algo.actor_lr_cycle": 1000,
-        "algo.critic_lr_cycle": 1000,
-        "algo.n_critic_warmup_itr": 0,
-        "algo.batch_size": 50000,
-        "algo.update_epochs": 5,
-    },
-}
-
-# `scale=cpu`: applied after the paper-scale preset, for a 2-core machine.
-CPU_PRESETS: dict[str, dict[str, Any]] = {
-    # 25 iterations x 40 envs x 500 chunk steps x 4 = 2M env steps; pre-training ~3% of the paper's.
-    "gym": {
-        "pretrain.n_epochs": None,
-        "pretrain.n_steps": 40000,
-        "pretrain.batch_size": 256,
-        "pretrain.warmup_steps": 100,
-        "train.n_iterations": 25,
-        "train.eval_every": 5,
-    },
-}
+VECTOR_ENVS = ("sync", "async")
+CHOOSERS = ("method", "task", "scale")  # keys that decide which preset files apply
+DEFAULT, COMMAND_LINE = "default", "command line"
 
 
-def _strip_optional(tp):
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return args[0] if len(args) == 1 else tp, True
-    return tp, False
-
-
-def _coerce(value: Any, tp, key: str) -> Any:
-    tp, optional = _strip_optional(tp)
-    if value is None:
-        if optional or tp is Any:
-            return None
-        raise ConfigError(f"{key} cannot be null")
-    if tp is Any:
-        return value
-    origin = typing.get_origin(tp)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key} expects a list like [256,256], got {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_coerce(v, item, key) for v in value]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        try:  # YAML 1.1 reads "1e-3" as a string
-            return float(value)
-        except (TypeError, ValueError):
-            pass
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is str:
-        return str(value)
-    raise ConfigError(f"{key} expects {getattr(tp, '__name__', tp)}, got {value!r}")
-
-
-def all_keys(cfg: Any, prefix: str = "") -> list[str]:
-    keys = []
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(v):
-            keys += all_keys(v, f"{prefix}{f.name}.")
-        else:
-            keys.append(prefix + f.name)
-    return keys
-
-
-def set_key(cfg: RunConfig, key: str, value: Any) -> None:
-    obj, parts = cfg, key.split(".")
-    for i, part in enumerate(parts):
-        names = {f.name for f in dataclasses.fields(obj)}
-        if part not in names:
-            close = difflib.get_close_matches(key, all_keys(cfg), n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ConfigError(
-                f"unknown config key {key!r}.{hint} See the keys with: python -m experiments.run --show-config"
-            )
-        if i == len(parts) - 1:
-            hints = typing.get_type_hints(type(obj))
-            if dataclasses.is_dataclass(getattr(obj, part)):
-                raise ConfigError(f"{key} is a section; set one of its keys, e.g. {key}.<name>=...")
-            setattr(obj, part, _coerce(value, hints[part], key))
-        else:
-            obj = getattr(obj, part)
-            if not dataclasses.is_dataclass(obj):
-                raise ConfigError(f"{'.'.join(parts[: i + 1])} is not a section")
-
-
+# ------------------------------------------------------------------------------------------ parsing
 def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """`key=value` arguments as {dotted key: value}; values are read as YAML (`[256,256]`, `null`, `1e-3`)."""
     out = {}
     for a in args:
         if "=" not in a:
@@ -241,33 +146,204 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
     return out
 
 
-def build_config(overrides: dict[str, Any]) -> RunConfig:
-    """Defaults, then the suite preset, then `overrides` (dotted keys)."""
+def display_path(path: Path) -> str:
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML config file as dotted keys; a missing, unreadable or non-mapping file is a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass config=path/to/file.yaml")
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception as e:  # OmegaConf wraps yaml's errors; keep only the first line (where it failed)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{display_path(path)} is not valid YAML ({first}); fix the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{display_path(path)} must be a mapping of config keys (like `algo: {{clip: 0.1}}`)")
+    return flatten(data)
+
+
+# ------------------------------------------------------------------------------------------ presets
+def check_preset_files() -> None:
+    """Every preset directory is a known suite and every file a known method or `cpu.yaml`."""
+    suites = {t.suite for t in TASKS.values()}
+    for d in sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir()):
+        if d.name not in suites:
+            raise ConfigError(
+                f"{display_path(d)} is a preset folder for suite {d.name!r}, which no task has "
+                f"(suites: {', '.join(sorted(suites))}); rename or remove it"
+            )
+        for f in sorted(d.iterdir()):
+            if f.suffix != ".yaml" or (f.stem not in METHODS and f.stem != "cpu"):
+                raise ConfigError(
+                    f"{display_path(f)} is not a preset: files there are <method>.yaml "
+                    f"(methods: {', '.join(sorted(METHODS))}) or cpu.yaml; rename or remove it"
+                )
+
+
+def preset_layers(suite: str, method: str, scale: str) -> list[tuple[str, dict[str, Any]]]:
+    """The preset files that apply, as (source label, dotted keys) in the order they apply."""
+    check_preset_files()
+    paths = [(CONFIG_DIR / suite / f"{method}.yaml", None)]
+    if scale == "cpu":
+        paths.append((CONFIG_DIR / suite / "cpu.yaml", "scale=cpu"))
+    layers = []
+    for path, why in paths:
+        if path.is_file():
+            label = display_path(path) + (f" ({why})" if why else "")
+            layers.append((label, load_yaml(path)))
+    return layers
+
+
+# ------------------------------------------------------------------------------------------ resolving
+def leaf_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    keys = []
+    for k in node:
+        v = node._get_node(k)
+        keys += leaf_keys(v, f"{prefix}{k}.") if isinstance(v, DictConfig) else [f"{prefix}{k}"]
+    return keys
+
+
+def _expects(node) -> str:
+    for cls, name in ((BooleanNode, "bool"), (IntegerNode, "int"), (FloatNode, "float"), (StringNode, "str")):
+        if isinstance(node, cls):
+            return name
+    if isinstance(node, ListConfig):
+        return "a list like [256,256]"
+    return type(node).__name__
+
+
+def set_key(root: DictConfig, key: str, value: Any, source: str) -> None:
+    """Set one dotted key through OmegaConf's validation; errors name the layer that set it."""
+    where = "" if source == COMMAND_LINE else f"{source.split(' (')[0]}: "
+    node, parts = root, key.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, DictConfig) or part not in node:
+            if isinstance(node, DictConfig):
+                close = difflib.get_close_matches(key, leaf_keys(root), n=3)
+                hint = f" Did you mean {', '.join(close)}?" if close else ""
+                raise ConfigError(
+                    f"{where}unknown config key {key!r}.{hint} "
+                    "See the keys with: python -m experiments.run --show-config"
+                )
+            raise ConfigError(f"{where}{'.'.join(parts[:i])} is not a section")
+        if i < len(parts) - 1:
+            node = node[part]
+    child = node._get_node(parts[-1])
+    if isinstance(child, DictConfig):
+        raise ConfigError(f"{where}{key} is a section; set one of its keys, e.g. {key}.<name>=...")
+    try:
+        node[parts[-1]] = value
+    except ValidationError:
+        if value is None:
+            raise ConfigError(f"{where}{key} cannot be null") from None
+        raise ConfigError(f"{where}{key} expects {_expects(child)}, got {value!r}") from None
+
+
+def _choose(key: str, layers: list[tuple[str, dict[str, Any]]]) -> Any:
+    for _, values in reversed(layers):
+        if key in values:
+            return values[key]
+    return getattr(RunConfig, key)
+
+
+def resolve(overrides: dict[str, Any]) -> tuple[RunConfig, dict[str, str]]:
+    """The run's config from its layers, and where each dotted key's value came from."""
     overrides = dict(overrides)
-    cfg = RunConfig()
-    for key in ("method", "task"):
-        if key in overrides:
-            setattr(cfg, key, str(overrides.pop(key)))
-    method_cls = get_method(cfg.method)
-    task = get_task(cfg.task)
-    cfg.policy = POLICIES[method_cls.policy_kind][1]()
-    cfg.algo = method_cls.config_cls()
-    scale = str(overrides.pop("scale", "paper"))
+    user = []
+    if "config" in overrides:
+        path = overrides.pop("config")
+        if not path:
+            raise ConfigError("config= needs a path to a YAML file, e.g. config=results/run/config.yaml")
+        user = [(display_path(path) if Path(path).is_file() else str(path), load_yaml(path))]
+    late = [*user, (COMMAND_LINE, overrides)]
+    method, task, scale = (str(_choose(k, late)) for k in CHOOSERS)
+    method_cls, spec = get_method(method), get_task(task)
     if scale not in SCALES:
-        raise ConfigError(f"scale must be one of {SCALES}, got {scale!r}")
-    cfg.scale = scale
-    cpu = CPU_PRESETS.get(task.suite, {}) if scale == "cpu" else {}
-    for k, v in {**PRESETS.get((task.suite, cfg.method), {}), **cpu, **overrides}.items():
-        set_key(cfg, k, v)
-    if cfg.stage not in STAGES:
-        raise ConfigError(f"stage must be one of {STAGES}, got {cfg.stage!r}")
-    if cfg.train.vector_env not in ("sync", "async"):
-        raise ConfigError(f"train.vector_env must be sync or async, got {cfg.train.vector_env!r}")
-    return cfg
+        raise ConfigError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+
+    policy_cfg = POLICIES[method_cls.policy_kind][1]()
+    root = OmegaConf.structured(RunConfig(policy=policy_cfg, algo=method_cls.config_cls()))
+    sources = dict.fromkeys(leaf_keys(root), DEFAULT)
+    for source, values in [*preset_layers(spec.suite, method, scale), *late]:
+        for key, value in values.items():
+            set_key(root, key, value, source)
+            sources[key] = source
+    cfg: RunConfig = OmegaConf.to_object(root)
+    for key, allowed in (("stage", STAGES), ("train.vector_env", VECTOR_ENVS)):
+        value = OmegaConf.select(root, key)
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+    return cfg, sources
+
+
+def build_config(overrides: dict[str, Any]) -> RunConfig:
+    """The resolved config for dotted-key `overrides` (which may name a `config` file)."""
+    return resolve(overrides)[0]
 
 
 def config_from_dict(d: dict[str, Any]) -> RunConfig:
     """Rebuild a RunConfig from its `to_dict()` (a run record's config.json)."""
-    from experiments.record import flatten
-
     return build_config(flatten(d))
+
+
+# ------------------------------------------------------------------------------------------ showing
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's attribute docstring (the string right after its declaration), through the class's bases."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        for stmt, nxt in itertools.pairwise(body):
+            if (
+                isinstance(stmt, ast.AnnAssign)
+                and isinstance(stmt.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[stmt.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def config_docs(cfg: Any, prefix: str = "") -> dict[str, str]:
+    """Dotted key -> the one-line doc of every leaf field of a (nested) config dataclass instance."""
+    docs = field_docs(type(cfg))
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(config_docs(value, f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = docs.get(f.name, "")
+    return out
+
+
+def _yaml_value(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...").strip()
+
+
+def render(cfg: RunConfig, sources: dict[str, str] | None = None, with_docs: bool = True) -> str:
+    """The config as YAML that `config=` reads back; each value commented with its source and its doc."""
+    docs = config_docs(cfg) if with_docs else {}
+    lines: list[str] = []
+
+    def walk(obj: Any, prefix: str, indent: str) -> None:
+        for f in dataclasses.fields(obj):
+            value, key = getattr(obj, f.name), prefix + f.name
+            if dataclasses.is_dataclass(value):
+                lines.append(f"{indent}{f.name}:")
+                walk(value, key + ".", indent + "  ")
+                continue
+            notes = [n for n in ((sources or {}).get(key), docs.get(key)) if n]
+            comment = f"  # {' | '.join(notes)}" if notes else ""
+            lines.append(f"{indent}{f.name}: {_yaml_value(value)}{comment}")
+
+    walk(cfg, "", "")
+    return "\n".join(lines) + "\n"

@@ -1,9 +1,13 @@
 """Evaluate a policy checkpoint with the task's protocol:
 
-    python -m experiments.evaluate checkpoint=results/.../final.pt method=dppo task=avoid_m2 [episodes=500] [seed=0]
+    python -m experiments.evaluate checkpoint=results/<run>/checkpoints/final.pt [episodes=500] [seed=0] [key=value ...]
 
-`method` decides how the policy acts (e.g. DPPO's sampling-noise floor); the
-episodes are run in batches of the task's protocol size (50 for Avoid).
+The run's own config comes with the checkpoint (method, task, the method's sampling settings such as
+DPPO's noise floor, the number of envs), so a checkpoint evaluates exactly as its run evaluated it:
+episodes run in batches of the task's protocol size (50 for Avoid), batch b from seed `seed + 10000 +
+1000 b`, and with the run's seed the first batch repeats the run's own final evaluation. `method=`,
+`task=` and any other config key override the recorded ones (a checkpoint without a recorded config
+needs `method=` and `task=`).
 """
 
 from __future__ import annotations
@@ -11,42 +15,65 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
 from envs.tasks import get_task
-from experiments.config import ConfigError, build_config, parse_overrides
-from experiments.record import RunRecord
+from experiments.checkpoints import load_policy, read_checkpoint
+from experiments.config import ConfigError, parse_overrides, resolve
+from experiments.record import RUNTIME_KEYS, RunRecord, flatten
 from experiments.run import USER_ERRORS, resolve_device
-from experiments.trainer import Trainer
+from experiments.trainer import Trainer, method_context
 from methods import get_method
-from methods.pretrain import load_policy
+
+
+def recorded_config(ckpt: dict[str, Any], method: str | None) -> dict[str, Any]:
+    """The dotted keys of the run that wrote a checkpoint, less how it ran (device, threads, ...) and, when
+    another `method` evaluates it, less the recorded method's own `algo.*` keys."""
+    recorded = flatten(ckpt.get("run_config") or {})
+    same_method = method is None or method == recorded.get("method")
+    return {
+        k: v
+        for k, v in recorded.items()
+        if k.split(".")[0] not in RUNTIME_KEYS and (same_method or not k.startswith("algo."))
+    }
 
 
 def evaluate_checkpoint(
-    checkpoint: str | Path, method: str, task: str, episodes: int, seed: int = 0, overrides: dict | None = None
+    checkpoint: str | Path,
+    method: str | None = None,
+    task: str | None = None,
+    episodes: int | None = None,
+    seed: int | None = None,
+    overrides: dict | None = None,
 ) -> dict[str, float]:
-    cfg = build_config({"method": method, "task": task, **(overrides or {})})
-    spec, method_cls, device = get_task(task), get_method(method), resolve_device(cfg.device)
-    torch.manual_seed(seed)
-    np.random.seed(seed)
+    ckpt = read_checkpoint(checkpoint)
+    chosen = {k: v for k, v in (("method", method), ("task", task), ("seed", seed)) if v is not None}
+    layer = recorded_config(ckpt, method)
+    for key in ("method", "task"):
+        if key not in chosen and key not in layer:
+            raise ConfigError(f"{checkpoint} records no run config; pass {key}=")
+    cfg, _ = resolve({**layer, **chosen, **(overrides or {})})
+    spec, method_cls, device = get_task(cfg.task), get_method(cfg.method), resolve_device(cfg.device)
     policy, normalizer, _ = load_policy(
         checkpoint, method_cls.policy_kind, spec.obs_dim, spec.act_dim, spec.horizon, device
     )
-    agent = method_cls(policy, cfg.algo, device, 1, spec.act_steps)
+    agent = method_cls(cfg.algo, method_context(cfg, spec, policy, device))
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, spec, agent, normalizer, RunRecord(Path(tmp)), device)
         try:
-            batches = []
-            for b in range(max(1, episodes // trainer.n_eval)):
-                batches.append(trainer.evaluate(seed=seed + 1000 * b))
+            n_batches = max(1, (episodes or trainer.n_eval) // trainer.n_eval)
+            batches = [trainer.evaluate(seed=trainer.eval_seed + 1000 * b) for b in range(n_batches)]
         finally:
             trainer.close()
     successes = [s for ep in batches for s in ep.successes]
     returns = [r for ep in batches for r in ep.returns]
     per_batch = [float(np.mean(ep.successes)) for ep in batches]
     return {
+        "method": cfg.method,
+        "task": cfg.task,
+        "seed": cfg.seed,
         "episodes": len(successes),
         "success": float(np.mean(successes)),
         "success_std_over_batches": float(np.std(per_batch)),
@@ -57,23 +84,23 @@ def evaluate_checkpoint(
 def main(argv: list[str] | None = None) -> int:
     try:
         ov = parse_overrides(sys.argv[1:] if argv is None else argv)
-        missing = [k for k in ("checkpoint", "method", "task") if k not in ov]
-        if missing:
-            raise ConfigError(f"missing {', '.join(k + '=' for k in missing)}; see the module docstring")
+        if "checkpoint" not in ov:
+            raise ConfigError("missing checkpoint=path/to/policy.pt; see the module docstring")
         result = evaluate_checkpoint(
             ov.pop("checkpoint"),
-            ov.pop("method"),
-            ov.pop("task"),
-            int(ov.pop("episodes", 50)),
-            int(ov.pop("seed", 0)),
+            ov.pop("method", None),
+            ov.pop("task", None),
+            int(ov.pop("episodes")) if "episodes" in ov else None,
+            int(ov.pop("seed")) if "seed" in ov else None,
             ov,
         )
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(
-        f"{result['episodes']} episodes: success {result['success']:.3f} "
-        f"(std over batches {result['success_std_over_batches']:.3f}), return {result['return']:.3f}"
+        f"{result['method']} on {result['task']}, seed {result['seed']}: {result['episodes']} episodes: "
+        f"success {result['success']:.3f} (std over batches {result['success_std_over_batches']:.3f}), "
+        f"return {result['return']:.3f}"
     )
     return 0
 

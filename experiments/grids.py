@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from envs.tasks import unknown
+from common.names import unknown
+from methods import get_method
 
 
 @dataclass
@@ -37,20 +38,24 @@ class GridRun:
 
 def pretrain_then_finetune(
     task: str,
-    methods: dict[str, str],
+    methods: list[str],
     seeds: list[int],
     pretrain: dict[str, Any],
     finetune: dict[str, dict[str, Any]],
     results_dir: Path,
 ) -> list[GridRun]:
-    """One pre-training per policy kind, then each method fine-tunes it over `seeds`.
-
-    methods: method name -> policy kind label used in the pre-train run's name.
-    """
+    """One pre-training per policy kind (by the first of `methods` that registers it), then every method
+    fine-tunes the pre-trained policy of its kind over `seeds`."""
     runs = []
-    for method, kind in methods.items():
-        pre = f"pretrain_{kind}_{task}"
-        runs.append(GridRun(pre, {"method": method, "task": task, "stage": "pretrain", "seed": 0, **pretrain}))
+    pretrained: dict[str, str] = {}  # policy kind -> its pre-training run
+    for method in methods:
+        kind = get_method(method).policy_kind
+        if kind not in pretrained:
+            pretrained[kind] = f"pretrain_{kind}_{task}"
+            runs.append(
+                GridRun(pretrained[kind], {"method": method, "task": task, "stage": "pretrain", "seed": 0, **pretrain})
+            )
+        pre = pretrained[kind]
         ckpt = results_dir / pre / "checkpoints" / "pretrained.pt"
         for seed in seeds:
             runs.append(
@@ -74,7 +79,7 @@ def quickstart(results_dir: Path, seeds: list[int] | None = None) -> list[GridRu
     """Avoid M2 on 2 CPU cores in under 20 minutes: diffusion + DPPO and Gaussian + PPO, 3 seeds."""
     return pretrain_then_finetune(
         task="avoid_m2",
-        methods={"dppo": "diffusion", "gaussian_ppo": "gaussian"},
+        methods=["dppo", "gaussian_ppo"],
         seeds=seeds or [0, 1, 2],
         pretrain={},
         finetune={
@@ -93,7 +98,7 @@ def smoke(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
     """A seconds-long grid for tests: tiny pre-training and two fine-tuning iterations."""
     return pretrain_then_finetune(
         task="avoid_m2",
-        methods={"dppo": "diffusion", "gaussian_ppo": "gaussian"},
+        methods=["dppo", "gaussian_ppo"],
         seeds=seeds or [0],
         pretrain=SMOKE_PRETRAIN,
         finetune={"dppo": SMOKE_FINETUNE, "gaussian_ppo": SMOKE_FINETUNE},
@@ -104,7 +109,7 @@ def smoke(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
 def smoke_dppo(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
     """Two seconds-long runs for launcher tests: a tiny diffusion pre-training, then DPPO on it."""
     return pretrain_then_finetune(
-        "avoid_m2", {"dppo": "diffusion"}, seeds or [0], SMOKE_PRETRAIN, {"dppo": SMOKE_FINETUNE}, results_dir
+        "avoid_m2", ["dppo"], seeds or [0], SMOKE_PRETRAIN, {"dppo": SMOKE_FINETUNE}, results_dir
     )
 
 
@@ -115,7 +120,7 @@ def gym(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
     """Paper scale (Fig. 5 top): DPPO on Hopper, Walker2d, HalfCheetah medium data, 3 seeds, 1000 iterations."""
     runs: list[GridRun] = []
     for task in GYM_TASKS:
-        runs += pretrain_then_finetune(task, {"dppo": "diffusion"}, seeds or [0, 1, 2], {}, {}, results_dir)
+        runs += pretrain_then_finetune(task, ["dppo"], seeds or [0, 1, 2], {}, {}, results_dir)
     return runs
 
 
@@ -124,7 +129,7 @@ def gym_mini(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]
     runs: list[GridRun] = []
     for task in GYM_TASKS:
         cpu = {"scale": "cpu"}
-        runs += pretrain_then_finetune(task, {"dppo": "diffusion"}, seeds or [0], cpu, {"dppo": cpu}, results_dir)
+        runs += pretrain_then_finetune(task, ["dppo"], seeds or [0], cpu, {"dppo": cpu}, results_dir)
     return runs
 
 

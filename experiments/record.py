@@ -1,6 +1,7 @@
 """The run record: one directory per run.
 
 config.json         the resolved config (written once, checked on resume)
+config.yaml         the same as YAML, each value commented with its source: `config=` reruns it
 metrics.jsonl       append-only, one JSON row per iteration
 initial_eval.json   evaluation of the starting policy
 checkpoints/        pretrained.pt, state.pt (resumable), final.pt
@@ -36,13 +37,17 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: Path, data: Any, indent: int | None = 2) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w") as f:
-        json.dump(_clean(data), f, indent=indent, default=str)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: Any, indent: int | None = 2) -> None:
+    write_text_atomic(path, json.dumps(_clean(data), indent=indent, default=str))
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -117,9 +122,9 @@ class RunRecord:
     def finished(self) -> bool:
         return (self.path / "summary.json").is_file()
 
-    def prepare(self, config: dict[str, Any], resume: bool, force: bool) -> bool:
-        """Create the directory; returns True when resuming an existing run."""
-        cfg_path = self.path / "config.json"
+    def prepare(self, config: dict[str, Any], resume: bool, force: bool, config_yaml: str | None = None) -> bool:
+        """Create the directory (with config.json, and config.yaml when given); True when resuming a run."""
+        cfg_path, yaml_path = self.path / "config.json", self.path / "config.yaml"
         if self.path.exists() and any(self.path.iterdir()):
             if force:
                 shutil.rmtree(self.path)
@@ -138,10 +143,14 @@ class RunRecord:
                         "use --force to overwrite it or name=<other> for a new run"
                     )
                 (self.path / "error.txt").unlink(missing_ok=True)
+                if config_yaml is not None and not yaml_path.is_file():  # a record from before config.yaml
+                    write_text_atomic(yaml_path, config_yaml)
                 return True
         self.path.mkdir(parents=True, exist_ok=True)
         self.ckpt_dir.mkdir(exist_ok=True)
         write_json_atomic(cfg_path, config)
+        if config_yaml is not None:
+            write_text_atomic(yaml_path, config_yaml)
         return False
 
     # --------------------------------------------------------------- metrics

@@ -2,14 +2,16 @@
 
 Pre-trains the method's policy by behaviour cloning unless `checkpoint=` is
 given, then fine-tunes it (`stage=pretrain` stops after pre-training,
-`stage=finetune` requires a checkpoint). Flags: `--resume`, `--force`,
-`--show-config` (print the resolved config and exit).
+`stage=finetune` requires a checkpoint). `config=FILE.yaml` applies a YAML file of
+config keys before the command line's (a run's recorded config.yaml reruns it).
+Flags: `--resume`, `--force`, `--show-config` (print the resolved config as YAML,
+each value with its source and doc, and exit).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import random
 import sys
 import time
@@ -19,15 +21,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.names import UnknownNameError
 from envs.data.loaders import DatasetError
-from envs.tasks import UnknownNameError, get_task
+from envs.tasks import get_task
 from envs.wrappers import NonFiniteError
-from experiments.config import ConfigError, RunConfig, build_config, parse_overrides
+from experiments.checkpoints import CheckpointError, load_policy, save_policy
+from experiments.config import ConfigError, RunConfig, parse_overrides, render, resolve
 from experiments.record import RunDirError, RunRecord, hardware, harness
-from experiments.trainer import Trainer, peak_memory_mb
+from experiments.trainer import Trainer, method_context, peak_memory_mb
 from methods import get_method
 from methods.policies import POLICIES
-from methods.pretrain import CheckpointError, load_policy, pretrain, save_policy
+from methods.pretrain import pretrain
 
 USER_ERRORS = (
     ConfigError,
@@ -54,8 +58,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run(cfg: RunConfig, resume: bool = False, force: bool = False) -> dict[str, Any]:
-    """Execute one run and return its summary (also written to the run record)."""
+def run(
+    cfg: RunConfig, resume: bool = False, force: bool = False, sources: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Execute one run and return its summary (also written to the run record).
+
+    `sources` (from `experiments.config.resolve`) says where each value came from, for config.yaml."""
     task = get_task(cfg.task)
     method_cls = get_method(cfg.method)
     kind = method_cls.policy_kind
@@ -69,10 +77,12 @@ def run(cfg: RunConfig, resume: bool = False, force: bool = False) -> dict[str, 
     cfg.dataset = str(Path(cfg.dataset).resolve()) if cfg.dataset else cfg.dataset
 
     # Everything a user can get wrong is checked before the run directory is touched.
+    fresh = None  # the policy to pre-train, built here so that an architecture that can't work stops the run now
     try:
         method_cls.check_config(cfg.algo)
         if not cfg.checkpoint:  # else the architecture is the checkpoint's
             POLICIES[kind][0].check_config(cfg.policy)
+            fresh = POLICIES[kind][0](task.obs_dim, task.act_dim, task.horizon, cfg.policy)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     policy = normalizer = dataset = None
@@ -86,11 +96,12 @@ def run(cfg: RunConfig, resume: bool = False, force: bool = False) -> dict[str, 
                 "drop them (the architecture comes from the checkpoint)"
             )
         cfg.policy = policy.cfg
+        sources = {**(sources or {}), **{k: "checkpoint" for k in (sources or {}) if k.startswith("policy.")}}
     elif cfg.stage == "finetune":
         raise ConfigError("stage=finetune needs checkpoint=/path/to/policy.pt (or use stage=all to pre-train first)")
     else:
         dataset = task.load_dataset(cfg.dataset)
-    resuming = record.prepare(cfg.to_dict(), resume=resume, force=force)
+    resuming = record.prepare(cfg.to_dict(), resume=resume, force=force, config_yaml=render(cfg, sources))
 
     t0 = time.perf_counter()
     trainer = None
@@ -102,8 +113,6 @@ def run(cfg: RunConfig, resume: bool = False, force: bool = False) -> dict[str, 
                 policy, normalizer, ckpt = load_policy(pre_path, kind, task.obs_dim, task.act_dim, task.horizon, device)
                 summary["pretrain"] = ckpt["pretrain"]
             else:
-                policy_cls = POLICIES[kind][0]
-                fresh = policy_cls(task.obs_dim, task.act_dim, task.horizon, cfg.policy)
                 obs, actions = dataset.chunks(task.horizon)
                 tp = time.perf_counter()
                 policy, losses = pretrain(fresh, obs, actions, cfg.pretrain, device, cfg.seed, cfg.progress)
@@ -122,10 +131,11 @@ def run(cfg: RunConfig, resume: bool = False, force: bool = False) -> dict[str, 
                     {"pretrain": summary["pretrain"], "run_config": cfg.to_dict()},
                 )
 
-        method = method_cls(policy, cfg.algo, device, cfg.train.n_iterations, task.act_steps)
+        offline = functools.cache(lambda: dataset if dataset is not None else task.load_dataset(cfg.dataset))
+        method = method_cls(cfg.algo, method_context(cfg, task, policy, device, offline))
         trainer = Trainer(cfg, task, method, normalizer, record, device)
         if cfg.stage == "pretrain":
-            episodes = trainer.evaluate(seed=cfg.seed + 10_000)
+            episodes = trainer.evaluate(seed=trainer.eval_seed)
             trainer.save_rollouts(episodes, "rollouts_pretrained", f"pre-trained {kind} policy, {cfg.task}")
             summary["final_eval"] = episodes.summary("eval", task.score)
             summary["peak_memory_mb"] = peak_memory_mb()
@@ -136,7 +146,7 @@ def run(cfg: RunConfig, resume: bool = False, force: bool = False) -> dict[str, 
                 method.exported_policy(),
                 task.name,
                 normalizer,
-                {"fine_tuned": cfg.method},
+                {"fine_tuned": cfg.method, "run_config": cfg.to_dict()},
             )
         summary.update(
             method=cfg.method,
@@ -166,20 +176,24 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m experiments.run",
         description="Pre-train and/or fine-tune one policy. Example: method=dppo task=avoid_m2 seed=0",
     )
-    parser.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. train.n_iterations=20")
+    parser.add_argument(
+        "overrides", nargs="*", help="key=value config overrides (train.n_iterations=20), config=FILE.yaml"
+    )
     parser.add_argument("--resume", action="store_true", help="continue an existing run from its last checkpoint")
     parser.add_argument("--force", action="store_true", help="delete an existing run directory and start over")
-    parser.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument(
+        "--show-config", action="store_true", help="print the resolved config (YAML: value, source, doc) and exit"
+    )
     args = parser.parse_args(argv)
     if args.resume and args.force:
         print("error: --resume and --force contradict each other; pick one", file=sys.stderr)
         return 2
     try:
-        cfg = build_config(parse_overrides(args.overrides))
+        cfg, sources = resolve(parse_overrides(args.overrides))
         if args.show_config:
-            print(json.dumps(cfg.to_dict(), indent=2))
+            print(render(cfg, sources), end="")
             return 0
-        summary = run(cfg, resume=args.resume, force=args.force)
+        summary = run(cfg, resume=args.resume, force=args.force, sources=sources)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@ every method. Methods only act and update (see `methods/base.py`)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import random
@@ -23,7 +24,7 @@ from envs.vector import make_vector_env
 from experiments.config import RunConfig
 from experiments.faults import pause_point
 from experiments.record import RunRecord, read_json
-from methods.base import Method, Rollout
+from methods.base import Method, MethodContext, Rollout, TaskInfo, TrainingBudget
 
 
 def peak_memory_mb() -> float:
@@ -41,6 +42,64 @@ def set_rng_state(s: dict[str, Any]) -> None:
     random.setstate(s["python"])
     np.random.set_state(s["numpy"])
     torch.set_rng_state(s["torch"])
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device):
+    """Run a block from `seed` and leave the surrounding random streams as they were: an evaluation from
+    a seed samples the same episodes during training and from `experiments.evaluate` on the saved policy."""
+    saved = rng_state()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        yield
+    set_rng_state(saved)
+
+
+def method_context(
+    cfg: RunConfig, task: TaskSpec, policy: torch.nn.Module | None, device: torch.device, dataset=None
+) -> MethodContext:
+    """What a method of this run is built from (`dataset`: a zero-argument loader of the offline data)."""
+    info = TaskInfo(task.name, task.obs_dim, task.act_dim, task.horizon, task.act_steps, task.max_episode_steps)
+    budget = TrainingBudget(
+        n_iterations=cfg.train.n_iterations,
+        n_envs=cfg.train.n_envs,
+        n_steps=cfg.train.n_steps or task.max_episode_steps // task.act_steps,
+        env_step_budget=cfg.train.env_step_budget,
+    )
+    return MethodContext(policy, device, info, budget, cfg.seed, dataset)
+
+
+EVAL_SEED_OFFSET = 10_000  # evaluation episodes never share env seeds with training ones
+
+
+class MetricClashError(RuntimeError):
+    """A method's metric has the name of one of the trainer's columns."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss a method reported became NaN or infinite."""
+
+
+# Columns the trainer writes to every metrics row (and the prefixes of its episode and timing columns).
+TRAINER_COLUMNS = ("itr", "env_steps", "wall_time")
+TRAINER_PREFIXES = ("train_", "eval_", "time_")
+
+
+def check_method_stats(method: Method, stats: dict[str, float], itr: int) -> None:
+    """A method's metrics may not shadow the trainer's columns, and none of its losses may be non-finite."""
+    for k, v in stats.items():
+        if k in TRAINER_COLUMNS or k.startswith(TRAINER_PREFIXES):
+            raise MetricClashError(
+                f"method {method.name!r} reports a metric {k!r}, which is the trainer's column {k!r} "
+                f"(the trainer owns {', '.join(TRAINER_COLUMNS)} and {'*, '.join(TRAINER_PREFIXES)}*); "
+                f"rename it in {type(method).__name__}.update()"
+            )
+        if "loss" in k and not np.isfinite(v):
+            raise NonFiniteLossError(
+                f"method {method.name!r}: {k} became {v} at iteration {itr}; {method.nonfinite_advice(k)}"
+            )
 
 
 @dataclass
@@ -87,8 +146,9 @@ class Trainer:
         self.cfg, self.task, self.method, self.record, self.device = cfg, task, method, record, device
         self.normalizer = normalizer
         tc = cfg.train
-        self.n_steps = tc.n_steps or task.max_episode_steps // task.act_steps
+        self.n_steps = method.ctx.budget.n_steps
         self.n_eval = tc.eval_episodes or task.eval_episodes
+        self.eval_seed = cfg.seed + EVAL_SEED_OFFSET  # every evaluation of the run starts from it
         self.make_env = functools.partial(task.make_env, normalizer)
         self.venv = None
         self.eval_venv = None
@@ -175,7 +235,11 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, seed: int) -> Episodes:
-        """`n_eval` episodes with the task's protocol; each env runs its share from a fixed seed."""
+        """`n_eval` episodes with the task's protocol; each env runs its share, all from `seed`."""
+        with seeded(seed, self.device):
+            return self._evaluate(seed)
+
+    def _evaluate(self, seed: int) -> Episodes:
         venv = self._eval_envs()
         n_envs = venv.num_envs
         quota = np.full(n_envs, self.n_eval // n_envs)
@@ -264,7 +328,7 @@ class Trainer:
         if initial_path.is_file():
             initial = read_json(initial_path)
         else:
-            ep = self.evaluate(seed=cfg.seed + 10_000)
+            ep = self.evaluate(seed=self.eval_seed)
             initial = ep.summary("eval", self.task.score)
             self.record.write("initial_eval.json", initial)
             self.save_rollouts(ep, "rollouts_initial", f"{cfg.method} {cfg.task}: before fine-tuning")
@@ -284,9 +348,7 @@ class Trainer:
             t1 = time.perf_counter()
             stats = self.method.update(rollout, itr)
             t_update = time.perf_counter() - t1
-            for k, v in stats.items():
-                if not np.isfinite(v) and k in ("pg_loss", "v_loss"):
-                    raise FloatingPointError(f"{k} became {v} at iteration {itr}; lower algo.actor_lr / algo.critic_lr")
+            check_method_stats(self.method, stats, itr)
             row = {
                 "itr": itr,
                 "env_steps": self.env_steps,
@@ -299,7 +361,7 @@ class Trainer:
             }
             is_last = itr == tc.n_iterations - 1 or (tc.env_step_budget and self.env_steps >= tc.env_step_budget)
             if is_last or (tc.eval_every and (itr + 1) % tc.eval_every == 0):
-                last_eval = self.evaluate(seed=cfg.seed + 10_000)
+                last_eval = self.evaluate(seed=self.eval_seed)
                 row.update(last_eval.summary("eval", self.task.score))
             self.record.append(row)
             if self.wandb is not None:
@@ -318,7 +380,7 @@ class Trainer:
 
         rows = self.record.rows()
         if last_eval is None:  # resumed after the last iteration had already run
-            last_eval = self.evaluate(seed=cfg.seed + 10_000)
+            last_eval = self.evaluate(seed=self.eval_seed)
         final = last_eval.summary("eval", self.task.score)
         self.save_rollouts(last_eval, "rollouts_final", f"{cfg.method} {cfg.task}: after fine-tuning")
         plot_learning_curve(

@@ -3,6 +3,7 @@
 The trainer owns envs, rollouts, evaluation, logging and checkpoints. A method
 owns how it acts, what it keeps from a rollout and how it updates:
 
+    method = MethodClass(cfg, ctx)                    # cfg: its config dataclass; ctx: a MethodContext
     chunk, keep = method.act(obs, deterministic)     # per vector-env step
     stats = method.update(rollout, itr)              # once per iteration
 
@@ -13,6 +14,7 @@ over the iteration's steps into `rollout.kept[name]` of shape (T, N, ...).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -46,20 +48,75 @@ class Rollout:
         return self.rewards.shape[1]
 
 
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a method may know of its task (normalised units: observations and actions in [-1, 1])."""
+
+    name: str
+    obs_dim: int
+    act_dim: int
+    horizon: int  # action chunk length the policy predicts
+    act_steps: int  # of which the env executes the first act_steps
+    max_episode_steps: int
+
+
+@dataclass(frozen=True)
+class TrainingBudget:
+    n_iterations: int
+    n_envs: int
+    n_steps: int  # chunk steps per env per iteration
+    env_step_budget: int | None = None
+
+
+@dataclass
+class MethodContext:
+    """Everything a method is built from besides its own config.
+
+    `policy` is the pre-trained policy (None for a method that starts from scratch); `dataset()` loads the
+    task's offline data on first call (the run's `dataset=` or the task's default): an object with
+    `chunks(horizon) -> (obs, action chunks)` in normalised units; None where the run has none to offer.
+    """
+
+    policy: nn.Module | None
+    device: torch.device
+    task: TaskInfo
+    budget: TrainingBudget
+    seed: int = 0
+    dataset: Callable[[], Any] | None = None
+
+    @classmethod
+    def standalone(
+        cls, policy: nn.Module, device: torch.device | str = "cpu", act_steps: int | None = None, n_iterations: int = 1
+    ) -> MethodContext:
+        """A context outside a run (scripts, tests): the task is what the policy's dims say."""
+        steps = act_steps or policy.horizon
+        task = TaskInfo("standalone", policy.obs_dim, policy.act_dim, policy.horizon, steps, steps)
+        return cls(policy, torch.device(device), task, TrainingBudget(n_iterations, n_envs=1, n_steps=1))
+
+
 class Method(ABC):
-    """Base class of every fine-tuning method. Register subclasses in `methods/__init__.py`."""
+    """Base class of every fine-tuning method. Register subclasses in `methods/__init__.py`.
+
+    Subclasses call `super().__init__(cfg, ctx)` first; it sets `self.cfg`, `self.ctx`, `self.device`
+    and `self.policy` (the context's policy moved to the device, or None).
+    """
 
     name: ClassVar[str]
     policy_kind: ClassVar[str]  # which pre-trained policy it starts from: "diffusion" | "gaussian"
     config_cls: ClassVar[type]  # dataclass of the method's hyperparameters
 
-    def __init__(self, policy: nn.Module, cfg: Any, device: torch.device, n_iterations: int):
-        self.policy, self.cfg, self.device, self.n_iterations = policy, cfg, device, n_iterations
+    def __init__(self, cfg: Any, ctx: MethodContext):
+        self.cfg, self.ctx, self.device = cfg, ctx, ctx.device
+        self.policy = ctx.policy.to(ctx.device) if ctx.policy is not None else None
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:
         """Raise ValueError naming the key if `cfg` can't work; called before a run writes anything."""
         return None
+
+    def nonfinite_advice(self, loss: str) -> str:
+        """What to change when the metric `loss` (a key of `update()`'s result) becomes NaN or infinite."""
+        return "lower the method's learning rates (algo.*)"
 
     @abstractmethod
     def act(self, obs: torch.Tensor, deterministic: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -67,7 +124,7 @@ class Method(ABC):
 
     @abstractmethod
     def update(self, rollout: Rollout, itr: int) -> dict[str, float]:
-        """Learn from one iteration's rollout; return scalar metrics."""
+        """Learn from one iteration's rollout; return scalar metrics (any key containing "loss" must be finite)."""
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:

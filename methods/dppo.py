@@ -18,23 +18,29 @@ from typing import Any
 
 import torch
 
-from methods.base import Rollout
-from methods.policies.diffusion import DiffusionPolicy, gaussian_log_prob
+from methods.base import MethodContext, Rollout
+from methods.policies.diffusion import gaussian_log_prob
 from methods.ppo import PPOConfig, PPOMethod, check_logprob_reduction
 
 
 @dataclass
 class DPPOConfig(PPOConfig):
-    ft_denoising_steps: int = 10  # K'
+    ft_denoising_steps: int = 10
+    """K': how many of the S sampling steps (the last ones) the fine-tuned copy runs; a frozen copy runs the rest."""
     gamma_denoise: float = 0.95
-    clip_base: float = 0.1  # clip at the noisiest fine-tuned step; grows to `clip` at the last
+    """Env advantage discount over denoising: fine-tuned step i gets this^(K'-1-i), i = 0 noisiest (gamma_denoising)."""
+    clip_base: float = 0.1
+    """Clip range at the noisiest fine-tuned step, growing to `clip` at the last (reference: clip_ploss_coef_base)."""
     clip_rate: float = 1.0
-    min_sampling_std: float = 0.1  # eps_min_exp
-    min_logprob_std: float = 0.1  # eps_min_prob
-    # "mean_clamped": the reference's average of per-dim log-probs over the
-    # executed Ta x Da, clamped to [-5, 2]; "sum": the exact chunk log-density.
+    """Exponential growth rate of the clip range from clip_base to clip; 0: linear (reference: clip_ploss_coef_rate)."""
+    min_sampling_std: float = 0.1
+    """eps_min_exp: std floor of every denoising step when sampling stochastically (min_sampling_denoising_std)."""
+    min_logprob_std: float = 0.1
+    """eps_min_prob: std floor when computing the fine-tuned steps' log-probs (reference: min_logprob_denoising_std)."""
     logprob_reduction: str = "mean_clamped"
-    logprob_batch_size: int = 10000  # chunking when recomputing old log-probs
+    """"mean_clamped" (reference): mean per-dim log-prob over executed Ta x Da, clamped to [-5, 2]; "sum": exact."""
+    logprob_batch_size: int = 10000
+    """Samples per forward pass when recomputing the old log-probs (memory only; results unchanged)."""
 
 
 def clip_schedule(n_ft: int, base: float, final: float, rate: float) -> torch.Tensor:
@@ -56,40 +62,48 @@ class DPPO(PPOMethod):
     def check_config(cls, cfg: DPPOConfig) -> None:
         check_logprob_reduction(cfg.logprob_reduction)
 
-    def __init__(self, policy: DiffusionPolicy, cfg: DPPOConfig, device, n_iterations: int, act_steps: int):
-        S = policy.n_sampling_steps
+    def __init__(self, cfg: DPPOConfig, ctx: MethodContext):
+        super().__init__(cfg, ctx)
+        self.check_config(cfg)
+        S = self.policy.n_sampling_steps
         if not 1 <= cfg.ft_denoising_steps <= S:
             raise ValueError(
-                f"ft_denoising_steps must be in [1, {S}] (the sampling steps), got {cfg.ft_denoising_steps}"
+                f"algo.ft_denoising_steps must be in [1, {S}] (the sampling steps), got {cfg.ft_denoising_steps}"
             )
-        self.check_config(cfg)
-        self.policy = policy.to(device)
-        self.frozen = policy.frozen_copy()
-        for p in self.policy.network.parameters():
-            p.requires_grad_(True)
         self.n_ft = cfg.ft_denoising_steps
         self.first_ft = S - self.n_ft  # sampling position of the first fine-tuned step
-        self.act_steps = act_steps
-        self.clips = clip_schedule(self.n_ft, cfg.clip_base, cfg.clip, cfg.clip_rate).to(device)
+        if self.policy.n_base_steps == 0:  # a pre-trained policy: its network stays for the first steps
+            self.policy.keep_base_network(self.first_ft)
+        elif self.policy.n_base_steps != self.first_ft:  # a policy DPPO fine-tuned before
+            raise ValueError(
+                f"this policy was fine-tuned with its first {self.policy.n_base_steps} of {S} sampling steps frozen; "
+                f"set algo.ft_denoising_steps={S - self.policy.n_base_steps}"
+            )
+        for p in self.policy.network.parameters():
+            p.requires_grad_(True)
+        self.act_steps = ctx.task.act_steps
+        self.clips = clip_schedule(self.n_ft, cfg.clip_base, cfg.clip, cfg.clip_rate).to(self.device)
         self.denoise_discount = torch.tensor(
-            [cfg.gamma_denoise ** (self.n_ft - 1 - i) for i in range(self.n_ft)], device=device
+            [cfg.gamma_denoise ** (self.n_ft - 1 - i) for i in range(self.n_ft)], device=self.device
         )
-        super().__init__(policy, cfg, device, n_iterations)
 
     def actor_parameters(self):
         return list(self.policy.network.parameters())
 
     @property
+    def frozen(self) -> torch.nn.Module | None:
+        """The pre-trained network that runs the first S - K' sampling steps (None when K' = S)."""
+        return getattr(self.policy, "base_network", None) if self.first_ft else None
+
+    @property
     def networks(self) -> list[torch.nn.Module]:
-        S = self.policy.n_sampling_steps
-        return [self.frozen] * self.first_ft + [self.policy.network] * (S - self.first_ft)
+        return self.policy.sampling_networks()
 
     def act(self, obs: torch.Tensor, deterministic: bool):
         actions, chain = self.policy.sample(
             obs,
             deterministic=deterministic,
             min_std=self.cfg.min_sampling_std,
-            networks=self.networks,
             record_from=None if deterministic else self.first_ft,
         )
         return actions, ({} if deterministic else {"chain": chain})

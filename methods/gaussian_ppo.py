@@ -19,20 +19,18 @@ from typing import Any
 
 import torch
 
-from methods.base import Rollout
-from methods.policies.gaussian import GaussianPolicy
+from methods.base import MethodContext, Rollout
 from methods.ppo import PPOConfig, PPOMethod, check_logprob_reduction
 
 
 @dataclass
 class GaussianPPOConfig(PPOConfig):
-    # Learn the policy's log-variance in fine-tuning. Reference: False on Avoid
-    # (cfg/d3il/finetune/avoid_m*/ft_ppo_gaussian_mlp.yaml), True within [0.01, 0.2] on Robomimic
-    # (cfg/robomimic/finetune/*/ft_ppo_gaussian_mlp.yaml, learn_fixed_std, std_min, std_max).
+    # Reference: False on Avoid (cfg/d3il/finetune/avoid_m*/ft_ppo_gaussian_mlp.yaml), True within [0.01, 0.2] on
+    # Robomimic (cfg/robomimic/finetune/*/ft_ppo_gaussian_mlp.yaml, learn_fixed_std, std_min, std_max).
     learn_std: bool = False
-    # "mean_clamped": the reference's mean of per-dim log-densities over the whole chunk, clamped to
-    # [-5, 2]; "sum": the exact log-density of the executed steps (what this harness did before).
+    """Learn the per-action-dim log-variance (std kept in policy.std_min..std_max); False: keep the pre-trained std."""
     logprob_reduction: str = "mean_clamped"
+    """"mean_clamped" (reference): per-dim mean over the whole chunk, clamped to [-5, 2]; "sum": exact, executed Ta."""
 
 
 class GaussianPPO(PPOMethod):
@@ -44,17 +42,16 @@ class GaussianPPO(PPOMethod):
     def check_config(cls, cfg: GaussianPPOConfig) -> None:
         check_logprob_reduction(cfg.logprob_reduction)
 
-    def __init__(self, policy: GaussianPolicy, cfg: GaussianPPOConfig, device, n_iterations: int, act_steps: int):
+    def __init__(self, cfg: GaussianPPOConfig, ctx: MethodContext):
+        super().__init__(cfg, ctx)
         self.check_config(cfg)
-        self.policy = policy.to(device)
         for p in self.policy.network.parameters():
             p.requires_grad_(True)
         self.policy.logvar.requires_grad_(cfg.learn_std)
-        self.act_steps = act_steps
-        super().__init__(policy, cfg, device, n_iterations)
+        self.act_steps = ctx.task.act_steps
 
     def actor_parameters(self):
-        return [p for p in self.policy.parameters() if p.requires_grad]
+        return [*self.policy.network.parameters(), *([self.policy.logvar] if self.cfg.learn_std else [])]
 
     def act(self, obs: torch.Tensor, deterministic: bool):
         actions = self.policy.sample(obs, deterministic=deterministic)

@@ -19,39 +19,66 @@ from typing import Any
 import numpy as np
 import torch
 
-from methods.base import Method, Rollout
+from methods.base import Method, MethodContext, Rollout
 from methods.policies.networks import ValueCritic
 
 
 @dataclass
 class PPOConfig:
-    gamma: float = 0.99  # per chunk step
+    gamma: float = 0.99
+    """Discount factor per env step, i.e. per executed action chunk (reference: gamma)."""
     gae_lambda: float = 0.95
+    """GAE lambda over env (chunk) steps (reference: gae_lambda)."""
     update_epochs: int = 10
-    batch_size: int | None = None  # None: half of the iteration's samples (reference Avoid configs)
+    """Passes over the iteration's training samples per update (reference: update_epochs)."""
+    batch_size: int | None = None
+    """Minibatch size in samples (DPPO: env x denoising steps); None: half the iteration's samples (reference Avoid)."""
     clip: float = 0.1
-    clip_value: float | None = None  # value-loss clipping; None disables
+    """PPO clip range of the likelihood ratio (DPPO: at the last fine-tuned denoising step)."""
+    clip_value: float | None = None
+    """Value-loss clip range around the rollout's values (PPO2-style max); None: off (reference: clip_vloss_coef)."""
     vf_coef: float = 0.5
+    """Weight of the value loss (0.5 x MSE to the GAE returns) in the total loss (reference: vf_coef)."""
     target_kl: float | None = 1.0
+    """End the whole update once a minibatch's approx KL exceeds this; None: never (reference: target_kl)."""
     norm_adv: bool = True
+    """Normalise advantages to zero mean, unit std within each minibatch (reference: norm_adv)."""
     adv_clip_quantiles: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    """[lower, upper] quantiles a minibatch's advantages are clamped to after normalising; [0, 1]: no clamp."""
     n_critic_warmup_itr: int = 1
+    """First iterations that train only the critic; the actor LR schedule starts after them (reference name)."""
     max_grad_norm: float | None = None
+    """Clip the actor's gradient to this global norm (the critic's is not clipped); None disables."""
     reward_scale_running: bool = True
+    """Divide rewards by the running std of the discounted return (no mean shift), then clip them to +-10."""
     reward_scale_const: float = 1.0
+    """Constant multiplier on rewards, applied after any running scaling (reference: reward_scale_const)."""
     actor_lr: float = 1e-5
+    """Actor's peak AdamW LR, reached after `actor_lr_warmup` iterations of each cycle."""
     actor_min_lr: float = 1e-5
+    """Actor's LR at warm-up start and cosine-decay end; equal to actor_lr (the default) gives a constant LR."""
     actor_lr_warmup: int = 10
+    """Iterations of linear actor-LR warm-up from actor_min_lr to actor_lr at the start of each cycle."""
     actor_lr_cycle: int = 100
+    """Iterations per actor-LR warm-up + cosine-decay cycle (restarts), counted from the end of critic warm-up."""
     actor_weight_decay: float = 0.0
+    """AdamW weight decay of the actor's parameters."""
     critic_lr: float = 1e-3
+    """Critic's peak AdamW LR, reached after `critic_lr_warmup` iterations of each cycle."""
     critic_min_lr: float = 1e-3
+    """Critic's LR at warm-up start and cosine-decay end; equal to critic_lr (the default) gives a constant LR."""
     critic_lr_warmup: int = 10
+    """Iterations of linear critic-LR warm-up from critic_min_lr to critic_lr at the start of each cycle."""
     critic_lr_cycle: int = 100
+    """Length in iterations of one critic-LR warm-up + cosine-decay cycle, counted from iteration 0."""
     critic_weight_decay: float = 0.0
+    """AdamW weight decay of the critic's parameters."""
     critic_hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
+    """Hidden widths of the state-value critic V(s) MLP (residual: an odd number of equal widths)."""
     critic_activation: str = "mish"
+    """Critic activation: relu, mish, tanh, elu or gelu."""
     critic_residual: bool = True
+    """Build the critic from residual blocks (reference: residual_style) instead of a plain MLP."""
 
 
 def gae(
@@ -146,10 +173,10 @@ def clipped_surrogate(
 class PPOMethod(Method):
     config_cls = PPOConfig
 
-    def __init__(self, policy, cfg: PPOConfig, device, n_iterations: int):
-        super().__init__(policy, cfg, device, n_iterations)
-        self.critic = ValueCritic(policy.obs_dim, cfg.critic_hidden, cfg.critic_activation, cfg.critic_residual)
-        self.critic.to(device)
+    def __init__(self, cfg: PPOConfig, ctx: MethodContext):
+        super().__init__(cfg, ctx)
+        self.critic = ValueCritic(ctx.task.obs_dim, cfg.critic_hidden, cfg.critic_activation, cfg.critic_residual)
+        self.critic.to(self.device)
         self.actor_optimizer = torch.optim.AdamW(
             self.actor_parameters(), lr=cfg.actor_min_lr, weight_decay=cfg.actor_weight_decay
         )
@@ -158,9 +185,16 @@ class PPOMethod(Method):
         )
         self.reward_scaler: RunningRewardScaler | None = None
 
+    def nonfinite_advice(self, loss: str) -> str:
+        if loss == "v_loss":
+            return "lower algo.critic_lr (or set algo.clip_value)"
+        return "lower algo.actor_lr (or set algo.max_grad_norm)"
+
     # ------------------------------------------------------------ subclass hooks
     @abstractmethod
-    def actor_parameters(self) -> list[torch.nn.Parameter]: ...
+    def actor_parameters(self) -> list[torch.nn.Parameter]:
+        """What the actor optimiser trains; called in `PPOMethod.__init__`, so it may use only `self.policy`
+        and `self.cfg`."""
 
     @abstractmethod
     def make_samples(self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor, values: torch.Tensor):

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from envs.normalizer import MinMaxNormalizer
+from experiments.checkpoints import save_policy
 from experiments.faults import PAUSE_AFTER_ITR
 from methods.policies import DiffusionPolicy, DiffusionPolicyConfig
-from methods.pretrain import save_policy
 from tests.waiting import process_state, wait_for
 
 REPO = Path(__file__).resolve().parents[1]

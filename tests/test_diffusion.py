@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from methods.base import MethodContext
 from methods.dppo import DPPO, DPPOConfig, clip_schedule
 from methods.policies.diffusion import DiffusionPolicy, DiffusionPolicyConfig, cosine_betas
 
@@ -121,7 +122,7 @@ def test_deterministic_ddpm_sampling_is_noise_free_at_the_last_step():
 def make_dppo(**kw) -> DPPO:
     policy = DiffusionPolicy(3, 2, 4, DiffusionPolicyConfig(denoising_steps=10, hidden=[32, 32, 32]))
     cfg = DPPOConfig(ft_denoising_steps=4, **kw)
-    return DPPO(policy, cfg, torch.device("cpu"), n_iterations=1, act_steps=4)
+    return DPPO(cfg, MethodContext.standalone(policy, torch.device("cpu"), act_steps=4, n_iterations=1))
 
 
 def test_dppo_step_log_prob_equals_torch_normal():

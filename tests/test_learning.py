@@ -4,7 +4,7 @@ demonstrated modes, a few PPO updates must shift the policy toward it."""
 import numpy as np
 import torch
 
-from methods.base import Rollout
+from methods.base import MethodContext, Rollout
 from methods.dppo import DPPO, DPPOConfig
 from methods.gaussian_ppo import GaussianPPO, GaussianPPOConfig
 from methods.policies import DiffusionPolicy, DiffusionPolicyConfig, GaussianPolicy, GaussianPolicyConfig
@@ -65,7 +65,7 @@ def test_dppo_moves_a_bimodal_diffusion_policy_toward_the_rewarded_mode():
         policy, obs, actions, PretrainConfig(n_steps=800, batch_size=128, lr=3e-3), torch.device("cpu"), progress=False
     )
     cfg = DPPOConfig(ft_denoising_steps=5, min_sampling_std=0.05, **FAST_PPO)
-    method = DPPO(policy, cfg, torch.device("cpu"), n_iterations=10, act_steps=1)
+    method = DPPO(cfg, MethodContext.standalone(policy, act_steps=1, n_iterations=10))
     before, after = train_on_bandit(method)
     assert 0.3 < before < 0.7, before  # pre-training captured both modes
     assert after > before + 0.2, (before, after)
@@ -79,7 +79,10 @@ def test_gaussian_ppo_moves_the_mean_toward_reward():
     policy, _ = pretrain(
         policy, obs, actions, PretrainConfig(n_steps=300, batch_size=128, lr=3e-3), torch.device("cpu"), progress=False
     )
-    method = GaussianPPO(policy, GaussianPPOConfig(**FAST_PPO), torch.device("cpu"), n_iterations=10, act_steps=1)
+    method = GaussianPPO(
+        GaussianPPOConfig(**FAST_PPO),
+        MethodContext.standalone(policy, act_steps=1, n_iterations=10),
+    )
     before, after = train_on_bandit(method)
     assert before < 0.45, before
     assert after > before + 0.2, (before, after)

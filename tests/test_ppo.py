@@ -67,12 +67,13 @@ def test_cosine_warmup_lr():
 
 
 def gaussian_ppo(horizon: int, act_steps: int, **algo):
+    from methods.base import MethodContext
     from methods.gaussian_ppo import GaussianPPO, GaussianPPOConfig
     from methods.policies import GaussianPolicy, GaussianPolicyConfig
 
     torch.manual_seed(0)
     policy = GaussianPolicy(3, 2, horizon, GaussianPolicyConfig(hidden=[8, 8, 8], fixed_std=0.02))
-    return GaussianPPO(policy, GaussianPPOConfig(**algo), torch.device("cpu"), n_iterations=1, act_steps=act_steps)
+    return GaussianPPO(GaussianPPOConfig(**algo), MethodContext.standalone(policy, act_steps=act_steps))
 
 
 def numpy_log_density(method, obs: torch.Tensor, actions: torch.Tensor) -> np.ndarray:

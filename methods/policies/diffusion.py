@@ -30,16 +30,26 @@ def cosine_betas(K: int, s: float = 0.008) -> np.ndarray:
 
 @dataclass
 class DiffusionPolicyConfig:
-    denoising_steps: int = 20  # K
+    denoising_steps: int = 20
+    """K: diffusion steps of the cosine noise schedule, trained on and sampled by DDPM (reference: denoising_steps)."""
     hidden: list[int] = field(default_factory=lambda: [512, 512, 512])
+    """Hidden widths of the noise-prediction MLP (residual: an odd number of equal widths; reference: mlp_dims)."""
     time_dim: int = 16
+    """Size of the sinusoidal denoising-step embedding fed to the MLP (reference: time_dim)."""
     activation: str = "relu"
+    """MLP activation: relu, mish, tanh, elu or gelu (reference: activation_type)."""
     residual: bool = True
+    """Build the MLP from residual blocks instead of a plain MLP (reference: residual_style)."""
     use_ddim: bool = False
-    ddim_steps: int = 5  # used only with use_ddim
-    denoised_clip: float = 1.0  # x0_hat clipped to +-this
-    randn_clip: float = 3.0  # sampling noise z clipped to +-this
+    """Sample with DDIM in `ddim_steps` steps (eta 0 when deterministic, else 1) instead of DDPM's K steps."""
+    ddim_steps: int = 5
+    """Number of DDIM sampling steps, must divide denoising_steps; used only with use_ddim."""
+    denoised_clip: float = 1.0
+    """The predicted x0 is clipped to +-this at every reverse step (reference: denoised_clip_value)."""
+    randn_clip: float = 3.0
+    """Sampling noise z ~ N(0, 1) is clipped to +-this at every reverse step (reference: randn_clip_value)."""
     final_action_clip: float | None = None
+    """Clip the sampled chunk to +-this after the last step; None: no clipping (reference: final_action_clip_value)."""
 
 
 class DiffusionPolicy(nn.Module):
@@ -170,12 +180,12 @@ class DiffusionPolicy(nn.Module):
         deterministic: evaluation sampling (DDPM: std floored at 1e-3 and zero at
             the last step; DDIM: eta = 0). Otherwise the std is floored at `min_std`
             and DDIM uses eta = 1.
-        networks: one network per sampling position (default: `self.network` for all).
+        networks: one network per sampling position (default: `sampling_networks()`).
         record_from: if given, also return the chain of states from the input of
             position `record_from` to the final output, (B, S - record_from + 1, Ta, Da).
         """
         S = self.n_sampling_steps
-        nets = networks or [self.network] * S
+        nets = networks or self.sampling_networks()
         B = obs.shape[0]
         x = torch.randn(B, self.horizon, self.act_dim, device=obs.device)
         chain = [x] if record_from == 0 else []
@@ -200,6 +210,23 @@ class DiffusionPolicy(nn.Module):
         for p in net.parameters():
             p.requires_grad_(False)
         return net
+
+    # ---------------------------------------------------------------- fine-tuned late steps only
+    n_base_steps = 0  # sampling positions 0..n_base_steps-1 run `base_network`
+
+    def keep_base_network(self, n_steps: int) -> None:
+        """From now on, the first `n_steps` sampling steps run a frozen copy of the current network (DPPO
+        fine-tunes only the last K' steps); it is part of the policy's state_dict and checkpoint."""
+        if not 0 <= n_steps <= self.n_sampling_steps:
+            raise ValueError(f"n_steps={n_steps} must be in [0, {self.n_sampling_steps}]")
+        if n_steps:
+            self.base_network = self.frozen_copy()
+        self.n_base_steps = n_steps
+
+    def sampling_networks(self) -> list[nn.Module]:
+        """The network of each sampling position."""
+        S, n = self.n_sampling_steps, self.n_base_steps
+        return [self.base_network] * n + [self.network] * (S - n) if n else [self.network] * S
 
 
 def gaussian_log_prob(x: torch.Tensor, mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

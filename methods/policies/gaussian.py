@@ -25,13 +25,21 @@ from methods.policies.networks import make_mlp
 @dataclass
 class GaussianPolicyConfig:
     hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
+    """Hidden widths of the obs -> mean-chunk MLP (residual: an odd number of equal widths; reference: mlp_dims)."""
     activation: str = "relu"
+    """MLP activation: relu, mish, tanh, elu or gelu (reference: activation_type)."""
     residual: bool = True
+    """Build the MLP from residual blocks instead of a plain MLP (reference: residual_style)."""
     fixed_std: float = 0.1
+    """Std of each action dim: fixed in pre-training, the start value if algo.learn_std learns it (reference name)."""
     std_min: float = 0.01
+    """Lower bound of the std: the log-variance is clamped to [log std_min^2, log std_max^2] (reference name)."""
     std_max: float = 0.2
+    """Upper bound of the std; fixed_std must lie in [std_min, std_max] (reference name)."""
     randn_clip: float = 3.0
+    """Sampled actions stay within +-this many stds of the mean (reference: randn_clip_value)."""
     tanh_mean: bool = True
+    """Squash the predicted mean into [-1, 1] with tanh (reference Gaussian_MLP: tanh_output)."""
 
 
 class GaussianPolicy(nn.Module):

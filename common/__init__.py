@@ -1,0 +1,1 @@
+"""What the task, method and experiment layers share without depending on each other."""

@@ -1,0 +1,135 @@
+"""Every registered method, on one task of every suite, through what a user does with it: pre-train (tiny),
+fine-tune 2 iterations with a kill and a resume in between, and `experiments.evaluate` on the saved policy,
+which must reproduce the run's own final evaluation. A method added to the registry is tested here without
+writing a test. Also: what the trainer does with a method's bad metrics."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from envs.tasks import TASKS
+from experiments.config import build_config, resolve
+from experiments.evaluate import evaluate_checkpoint
+from experiments.faults import PAUSE_AFTER_ITR
+from experiments.run import run
+from experiments.trainer import MetricClashError, NonFiniteLossError
+from methods import METHODS
+from tests.test_cli import read_rows, run_cli
+from tests.waiting import attempts, wait_until_paused
+
+REPO = Path(__file__).resolve().parents[1]
+SUITE_TASK = {t.suite: name for name, t in reversed(TASKS.items())}  # the first task of each suite
+TINY_PRETRAIN = ["pretrain.n_steps=50", "pretrain.n_epochs=null", "policy.hidden=[32,32,32]"]
+TINY_RUN = ["train.n_envs=2", "train.eval_episodes=2", "progress=false"]
+TINY_FINETUNE = ["train.n_iterations=2", "train.save_every=1", "train.n_steps=4", "train.eval_every=0"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, monkeypatch_module):
+    """Datasets generated here, small: the Gym ones from 2,000 transitions of the behaviour policy."""
+    path = tmp_path_factory.mktemp("data")
+    monkeypatch_module.setenv("DPPO_DATA_DIR", str(path))
+    monkeypatch_module.setenv("DPPO_GYM_TRANSITIONS", "2000")
+    return path
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+@pytest.mark.parametrize("suite", sorted(SUITE_TASK))
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_registered_method_pretrains_finetunes_resumes_and_evaluates(method, suite, data_dir, tmp_path):
+    task = SUITE_TASK[suite]
+    common = [f"method={method}", f"task={task}", f"results_dir={tmp_path}", "seed=1", *TINY_RUN]
+    pre = run_cli(*common, *TINY_PRETRAIN, "stage=pretrain", "name=pre")
+    assert pre.returncode == 0, pre.stderr
+    ckpt = tmp_path / "pre" / "checkpoints" / "pretrained.pt"
+
+    finetune = [*common, *TINY_FINETUNE, "stage=finetune", f"checkpoint={ckpt}", "name=ft"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.run", *finetune],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, PAUSE_AFTER_ITR: "0"},
+    )
+    run_dir = tmp_path / "ft"
+    try:
+        assert wait_until_paused(run_dir, timeout=300) == proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+    assert [r["itr"] for r in read_rows(run_dir)] == [0] and not (run_dir / "summary.json").exists()
+    resumed = run_cli(*finetune, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [r["itr"] for r in read_rows(run_dir)] == [0, 1]
+    assert [a["start_itr"] for a in attempts(run_dir)] == [0, 1]
+
+    # The recorded config.yaml resolves back to the run's config.
+    recorded = json.loads((run_dir / "config.json").read_text())
+    assert resolve({"config": str(run_dir / "config.yaml")})[0].to_dict() == recorded
+
+    # experiments.evaluate on the saved policy, with the run's seed, repeats the run's final evaluation.
+    final = json.loads((run_dir / "summary.json").read_text())["final_eval"]
+    again = evaluate_checkpoint(run_dir / "checkpoints" / "final.pt", seed=1)
+    assert (again["method"], again["task"], again["episodes"]) == (method, task, final["eval_episodes"])
+    assert again["return"] == pytest.approx(final["eval_return"], rel=1e-9, abs=1e-9)
+    assert again["success"] == pytest.approx(final["eval_success"], abs=1e-12)
+
+
+def test_evaluate_command_line_repeats_the_runs_final_evaluation(data_dir, tmp_path):
+    proc = run_cli("method=dppo", "task=avoid_m2", f"results_dir={tmp_path}", *TINY_PRETRAIN, *TINY_RUN,
+                   *TINY_FINETUNE, "train.eval_episodes=6", "train.n_envs=3", "name=r", "seed=2")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    final = json.loads((tmp_path / "r" / "summary.json").read_text())["final_eval"]
+    out = run_cli(f"checkpoint={tmp_path / 'r' / 'checkpoints' / 'final.pt'}", module="experiments.evaluate")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("dppo on avoid_m2, seed 2: 6 episodes: ")
+    assert f"success {final['eval_success']:.3f}" in out.stdout and f"return {final['eval_return']:.3f}" in out.stdout
+
+
+def _tiny_run_config(tmp_path):
+    return build_config(
+        {
+            "method": "gaussian_ppo",
+            "task": "avoid_m2",
+            "results_dir": str(tmp_path),
+            "pretrain.n_steps": 20,
+            "policy.hidden": [16, 16, 16],
+            "train.n_envs": 2,
+            "train.eval_episodes": 2,
+            "train.n_iterations": 3,
+            "progress": False,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "stats, error, needles",
+    [
+        (
+            {"pg_loss": math.nan},
+            NonFiniteLossError,
+            ["gaussian_ppo", "pg_loss became nan at iteration 0", "actor_lr"],
+        ),
+        ({"v_loss": math.inf}, NonFiniteLossError, ["'gaussian_ppo'", "v_loss became inf at iteration 0", "critic_lr"]),
+        ({"train_return": 1.0}, MetricClashError, ["'gaussian_ppo'", "'train_return'", "GaussianPPO.update()"]),
+        ({"itr": 1.0}, MetricClashError, ["'gaussian_ppo'", "'itr'", "the trainer's column"]),
+    ],
+)
+def test_a_bad_method_metric_stops_the_run_with_error_txt(stats, error, needles, tmp_path, monkeypatch, data_dir):
+    monkeypatch.setattr(METHODS["gaussian_ppo"], "update", lambda self, rollout, itr: dict(stats))
+    with pytest.raises(error) as e:
+        run(_tiny_run_config(tmp_path))
+    written = (tmp_path / "gaussian_ppo_avoid_m2_s0" / "error.txt").read_text()
+    for needle in needles:
+        assert needle in str(e.value) and needle in written
+    assert not (tmp_path / "gaussian_ppo_avoid_m2_s0" / "summary.json").exists()
