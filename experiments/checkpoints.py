@@ -46,11 +46,14 @@ def save_policy(path: Path, policy: torch.nn.Module, task: str, normalizer: MinM
     os.replace(tmp, path)
 
 
-def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """The checkpoint's payload; a missing, unreadable or foreign file is a CheckpointError."""
+def read_checkpoint(
+    path: str | Path, device: torch.device | str = "cpu", fix: str = "omit checkpoint= to pre-train first"
+) -> dict[str, Any]:
+    """The checkpoint's payload; a missing, unreadable or foreign file is a CheckpointError (`fix`: what to do
+    when it is missing)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; omit checkpoint= to pre-train first")
+        raise CheckpointError(f"checkpoint {path} does not exist; {fix}")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=False)
     except Exception as e:

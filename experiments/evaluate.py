@@ -48,7 +48,7 @@ def evaluate_checkpoint(
     seed: int | None = None,
     overrides: dict | None = None,
 ) -> dict[str, float]:
-    ckpt = read_checkpoint(checkpoint)
+    ckpt = read_checkpoint(checkpoint, fix="pass a run's checkpoints/final.pt or pretrained.pt")
     chosen = {k: v for k, v in (("method", method), ("task", task), ("seed", seed)) if v is not None}
     layer = recorded_config(ckpt, method)
     for key in ("method", "task"):
@@ -81,6 +81,15 @@ def evaluate_checkpoint(
     }
 
 
+def _int(ov: dict[str, Any], key: str) -> int | None:
+    if key not in ov:
+        return None
+    value = ov.pop(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{key} expects int, got {value!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         ov = parse_overrides(sys.argv[1:] if argv is None else argv)
@@ -90,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             ov.pop("checkpoint"),
             ov.pop("method", None),
             ov.pop("task", None),
-            int(ov.pop("episodes")) if "episodes" in ov else None,
-            int(ov.pop("seed")) if "seed" in ov else None,
+            _int(ov, "episodes"),
+            _int(ov, "seed"),
             ov,
         )
     except USER_ERRORS as e:

@@ -14,9 +14,8 @@ import torch
 
 from envs.normalizer import MinMaxNormalizer
 from experiments.checkpoints import save_policy
-from experiments.faults import PAUSE_AFTER_ITR
 from methods.policies import DiffusionPolicy, DiffusionPolicyConfig
-from tests.waiting import process_state, wait_for
+from tests.waiting import kill_at_pause_point
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -105,20 +104,8 @@ def test_resume_after_kill_has_no_lost_or_duplicated_rows(tmp_path):
         "progress=false",
     ]
     # the run stops itself after iteration 4's row (its last checkpoint, at save_every 2, is before it)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "experiments.run", *args],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, PAUSE_AFTER_ITR: "4"},
-    )
+    kill_at_pause_point(args, after_itr=4, cwd=REPO)
     run_dir = tmp_path / "gaussian_ppo_avoid_m2_s0"
-    try:
-        wait_for(lambda: process_state(proc.pid) in ("T", "Z", None), 300, "the run to pause after iteration 4")
-        assert proc.poll() is None, f"the run exited with {proc.returncode} before its pause point"
-    finally:
-        proc.kill()
-        proc.wait()
     assert not (run_dir / "summary.json").exists()
     assert [r["itr"] for r in read_rows(run_dir)] == [0, 1, 2, 3, 4]
     assert torch.load(run_dir / "checkpoints" / "state.pt", weights_only=False)["next_itr"] == 4

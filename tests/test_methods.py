@@ -5,9 +5,6 @@ writing a test. Also: what the trainer does with a method's bad metrics."""
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,12 +12,11 @@ import pytest
 from envs.tasks import TASKS
 from experiments.config import build_config, resolve
 from experiments.evaluate import evaluate_checkpoint
-from experiments.faults import PAUSE_AFTER_ITR
 from experiments.run import run
 from experiments.trainer import MetricClashError, NonFiniteLossError
 from methods import METHODS
 from tests.test_cli import read_rows, run_cli
-from tests.waiting import attempts, wait_until_paused
+from tests.waiting import attempts, kill_at_pause_point
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE_TASK = {t.suite: name for name, t in reversed(TASKS.items())}  # the first task of each suite
@@ -54,19 +50,8 @@ def test_registered_method_pretrains_finetunes_resumes_and_evaluates(method, sui
     ckpt = tmp_path / "pre" / "checkpoints" / "pretrained.pt"
 
     finetune = [*common, *TINY_FINETUNE, "stage=finetune", f"checkpoint={ckpt}", "name=ft"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "experiments.run", *finetune],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, PAUSE_AFTER_ITR: "0"},
-    )
     run_dir = tmp_path / "ft"
-    try:
-        assert wait_until_paused(run_dir, timeout=300) == proc.pid
-    finally:
-        proc.kill()
-        proc.wait()
+    kill_at_pause_point(finetune, after_itr=0, cwd=REPO)
     assert [r["itr"] for r in read_rows(run_dir)] == [0] and not (run_dir / "summary.json").exists()
     resumed = run_cli(*finetune, "--resume")
     assert resumed.returncode == 0, resumed.stderr

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -83,3 +85,24 @@ def deliver_when_signalled(pid: int, what: str, timeout: float = 120) -> None:
     wait_for(lambda: signal_pending(pid, signal.SIGUSR2) or process_state(pid) != "T", timeout, what)
     with suppress(ProcessLookupError):
         os.kill(pid, signal.SIGCONT)
+
+
+def kill_at_pause_point(args: list[str], after_itr: int, cwd: Path, timeout: float = 300) -> None:
+    """Run `python -m experiments.run *args` until it pauses after iteration `after_itr`, then SIGKILL it there."""
+    from experiments.faults import PAUSE_AFTER_ITR
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.run", *args],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, PAUSE_AFTER_ITR: str(after_itr)},
+    )
+    try:
+        wait_for(
+            lambda: process_state(proc.pid) in ("T", "Z", None), timeout, f"the run to pause after itr {after_itr}"
+        )
+        assert proc.poll() is None, f"the run exited with {proc.returncode} before its pause point"
+    finally:
+        proc.kill()
+        proc.wait()
