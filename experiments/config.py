@@ -27,9 +27,10 @@ from typing import Any
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import ValidationError
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode, StringNode
 
+from common.names import UnknownNameError
 from envs.tasks import TASKS, get_task
 from experiments.record import flatten
 from methods import METHODS, get_method
@@ -151,21 +152,43 @@ def display_path(path: Path) -> str:
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (PyYAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"found duplicate key {key}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML config file as dotted keys; a missing, unreadable or non-mapping file is a ConfigError."""
+    """A YAML config file as dotted keys; a missing, unreadable or non-mapping file is a ConfigError.
+
+    Values are typed when they are set (`set_key`), so `1e-3` (a string to YAML 1.1) becomes a float
+    where the field is one, as it does on the command line."""
+    if not isinstance(path, (str, Path)) or not str(path):
+        raise ConfigError(f"config= needs a path to a YAML file, e.g. config=results/run/config.yaml; got {path!r}")
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass config=path/to/file.yaml")
     try:
-        data = OmegaConf.to_container(OmegaConf.load(path))
-    except Exception as e:  # OmegaConf wraps yaml's errors; keep only the first line (where it failed)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"{display_path(path)} is not valid YAML ({first}); fix the file") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
+        data = yaml.load(path.read_text(), Loader=_StrictLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"{display_path(path)} is not valid YAML ({getattr(e, 'problem', None) or type(e).__name__}{where}); "
+            "fix the file"
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{display_path(path)} can't be read ({type(e).__name__}); pass a YAML file") from None
+    if not isinstance(data, (dict, type(None))):
         raise ConfigError(f"{display_path(path)} must be a mapping of config keys (like `algo: {{clip: 0.1}}`)")
-    return flatten(data)
+    return flatten(data or {})
 
 
 # ------------------------------------------------------------------------------------------ presets
@@ -227,8 +250,9 @@ def set_key(root: DictConfig, key: str, value: Any, source: str) -> None:
             if isinstance(node, DictConfig):
                 close = difflib.get_close_matches(key, leaf_keys(root), n=3)
                 hint = f" Did you mean {', '.join(close)}?" if close else ""
+                shown = key if len(key) <= 80 else key[:77] + "..."
                 raise ConfigError(
-                    f"{where}unknown config key {key!r}.{hint} "
+                    f"{where}unknown config key {shown!r}.{hint} "
                     "See the keys with: python -m experiments.run --show-config"
                 )
             raise ConfigError(f"{where}{'.'.join(parts[:i])} is not a section")
@@ -237,35 +261,67 @@ def set_key(root: DictConfig, key: str, value: Any, source: str) -> None:
     child = node._get_node(parts[-1])
     if isinstance(child, DictConfig):
         raise ConfigError(f"{where}{key} is a section; set one of its keys, e.g. {key}.<name>=...")
+    strict_bool = isinstance(child, BooleanNode) and not isinstance(value, (bool, type(None)))
+    bool_as_number = isinstance(child, (IntegerNode, FloatNode)) and isinstance(value, bool)
+    interpolation = isinstance(value, str) and "${" in value and not isinstance(child, StringNode)
+    if strict_bool or bool_as_number or interpolation:
+        raise ConfigError(f"{where}{key} expects {_expects(child)}, got {value!r}")
     try:
-        node[parts[-1]] = value
+        node[parts[-1]] = _literal(value, f"{where}{key}")
     except ValidationError:
         if value is None:
             raise ConfigError(f"{where}{key} cannot be null") from None
         raise ConfigError(f"{where}{key} expects {_expects(child)}, got {value!r}") from None
 
 
-def _choose(key: str, layers: list[tuple[str, dict[str, Any]]]) -> Any:
-    for _, values in reversed(layers):
+def _literal(value: Any, key: str) -> Any:
+    """Values are taken as written: OmegaConf's `${...}` interpolation is escaped, its `???` marker refused."""
+    if isinstance(value, list):
+        return [_literal(v, key) for v in value]
+    if isinstance(value, str):
+        if value == "???":
+            raise ConfigError(f"{key}: '???' is OmegaConf's missing-value marker, not a value; give a value")
+        return value.replace("${", "\\${")
+    return value
+
+
+def _choose(key: str, layers: list[tuple[str, dict[str, Any]]]) -> tuple[str, str]:
+    """The value of a key that picks presets, and a prefix naming the layer it came from for errors."""
+    for source, values in reversed(layers):
         if key in values:
-            return values[key]
-    return getattr(RunConfig, key)
+            return str(values[key]), "" if source == COMMAND_LINE else f"{source}: "
+    return str(getattr(RunConfig, key)), ""
 
 
-def resolve(overrides: dict[str, Any]) -> tuple[RunConfig, dict[str, str]]:
-    """The run's config from its layers, and where each dotted key's value came from."""
+def _named(prefix: str, error: Exception) -> ConfigError:
+    return ConfigError(f"{prefix}{error}")
+
+
+def resolve(
+    overrides: dict[str, Any], recorded: tuple[str, dict[str, Any]] | None = None
+) -> tuple[RunConfig, dict[str, str]]:
+    """The run's config from its layers, and where each dotted key's value came from.
+
+    `recorded`: (label, dotted keys) applied after the presets and before `config=` (e.g. the config a
+    checkpoint's run recorded)."""
     overrides = dict(overrides)
-    user = []
+    late = [recorded] if recorded else []
     if "config" in overrides:
         path = overrides.pop("config")
-        if not path:
-            raise ConfigError("config= needs a path to a YAML file, e.g. config=results/run/config.yaml")
-        user = [(display_path(path) if Path(path).is_file() else str(path), load_yaml(path))]
-    late = [*user, (COMMAND_LINE, overrides)]
-    method, task, scale = (str(_choose(k, late)) for k in CHOOSERS)
-    method_cls, spec = get_method(method), get_task(task)
+        values = load_yaml(path)
+        late.append((display_path(path), values))
+    late.append((COMMAND_LINE, overrides))
+    (method, method_src), (task, task_src), (scale, scale_src) = (_choose(k, late) for k in CHOOSERS)
+    try:
+        method_cls = get_method(method)
+    except UnknownNameError as e:
+        raise _named(method_src, e) from None
+    try:
+        spec = get_task(task)
+    except UnknownNameError as e:
+        raise _named(task_src, e) from None
     if scale not in SCALES:
-        raise ConfigError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+        raise ConfigError(f"{scale_src}scale must be one of {', '.join(SCALES)}, got {scale!r}")
 
     policy_cfg = POLICIES[method_cls.policy_kind][1]()
     root = OmegaConf.structured(RunConfig(policy=policy_cfg, algo=method_cls.config_cls()))
@@ -274,11 +330,15 @@ def resolve(overrides: dict[str, Any]) -> tuple[RunConfig, dict[str, str]]:
         for key, value in values.items():
             set_key(root, key, value, source)
             sources[key] = source
-    cfg: RunConfig = OmegaConf.to_object(root)
+    try:
+        cfg: RunConfig = OmegaConf.to_object(root)
+    except OmegaConfBaseException as e:  # a safety net: set_key already refused what OmegaConf would
+        raise ConfigError(f"config can't be resolved: {str(e).splitlines()[0]}") from None
     for key, allowed in (("stage", STAGES), ("train.vector_env", VECTOR_ENVS)):
         value = OmegaConf.select(root, key)
         if value not in allowed:
-            raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+            prefix = "" if sources[key] in (COMMAND_LINE, DEFAULT) else f"{sources[key].split(' (')[0]}: "
+            raise ConfigError(f"{prefix}{key} must be one of {', '.join(allowed)}, got {value!r}")
     return cfg, sources
 
 

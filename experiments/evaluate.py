@@ -1,13 +1,16 @@
 """Evaluate a policy checkpoint with the task's protocol:
 
-    python -m experiments.evaluate checkpoint=results/<run>/checkpoints/final.pt [episodes=500] [seed=0] [key=value ...]
+    python -m experiments.evaluate checkpoint=results/<run>/checkpoints/final.pt [episodes=500] [seed=0]
+        [out=DIR] [config=FILE.yaml] [key=value ...]
 
 The run's own config comes with the checkpoint (method, task, the method's sampling settings such as
 DPPO's noise floor, the number of envs), so a checkpoint evaluates exactly as its run evaluated it:
-episodes run in batches of the task's protocol size (50 for Avoid), batch b from seed `seed + 10000 +
-1000 b`, and with the run's seed the first batch repeats the run's own final evaluation. `method=`,
-`task=` and any other config key override the recorded ones (a checkpoint without a recorded config
-needs `method=` and `task=`).
+episodes run in batches of the run's evaluation size (`train.eval_episodes`, by default the task's
+protocol: 50 for Avoid), `episodes` rounded down to whole batches; batch b starts from seed
+`seed + 10000 + 1000 b`, so with the run's seed the first batch repeats the run's own final evaluation.
+`method=`, `task=`, `config=FILE` and any config key override the recorded values (a checkpoint without a
+recorded config needs `method=` and `task=`). `out=DIR` writes the first batch's episodes there
+(`rollouts_eval.json` and a plot, for tasks that record paths).
 """
 
 from __future__ import annotations
@@ -30,13 +33,13 @@ from methods import get_method
 
 def recorded_config(ckpt: dict[str, Any], method: str | None) -> dict[str, Any]:
     """The dotted keys of the run that wrote a checkpoint, less how it ran (device, threads, ...) and, when
-    another `method` evaluates it, less the recorded method's own `algo.*` keys."""
+    another `method` evaluates it, less the recorded method's own `algo.*` and `policy.*` keys."""
     recorded = flatten(ckpt.get("run_config") or {})
     same_method = method is None or method == recorded.get("method")
     return {
         k: v
         for k, v in recorded.items()
-        if k.split(".")[0] not in RUNTIME_KEYS and (same_method or not k.startswith("algo."))
+        if k.split(".")[0] not in RUNTIME_KEYS and (same_method or k.split(".")[0] not in ("algo", "policy"))
     }
 
 
@@ -47,24 +50,41 @@ def evaluate_checkpoint(
     episodes: int | None = None,
     seed: int | None = None,
     overrides: dict | None = None,
-) -> dict[str, float]:
+    out_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate `checkpoint` as its run would (see the module docstring); with `out_dir`, also write the first
+    batch's episodes there as `rollouts_eval.json` (and its plot) for tasks that record paths."""
     ckpt = read_checkpoint(checkpoint, fix="pass a run's checkpoints/final.pt or pretrained.pt")
     chosen = {k: v for k, v in (("method", method), ("task", task), ("seed", seed)) if v is not None}
     layer = recorded_config(ckpt, method)
     for key in ("method", "task"):
         if key not in chosen and key not in layer:
             raise ConfigError(f"{checkpoint} records no run config; pass {key}=")
-    cfg, _ = resolve({**layer, **chosen, **(overrides or {})})
+    cfg, _ = resolve({**chosen, **(overrides or {})}, recorded=(f"the run of {checkpoint}", layer))
     spec, method_cls, device = get_task(cfg.task), get_method(cfg.method), resolve_device(cfg.device)
     policy, normalizer, _ = load_policy(
         checkpoint, method_cls.policy_kind, spec.obs_dim, spec.act_dim, spec.horizon, device
     )
+    if ckpt.get("fine_tuned") == "dppo" and "n_base_steps" not in ckpt:
+        print(
+            f"warning: {checkpoint} predates checkpoints that keep DPPO's frozen pre-trained network; all its "
+            "sampling steps run the fine-tuned one, so this evaluation differs from its run's",
+            file=sys.stderr,
+        )
+    try:
+        method_cls.check_config(cfg.algo, policy)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     agent = method_cls(cfg.algo, method_context(cfg, spec, policy, device))
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, spec, agent, normalizer, RunRecord(Path(tmp)), device)
+        record = RunRecord(Path(out_dir or tmp))
+        record.path.mkdir(parents=True, exist_ok=True)
+        trainer = Trainer(cfg, spec, agent, normalizer, record, device)
         try:
             n_batches = max(1, (episodes or trainer.n_eval) // trainer.n_eval)
             batches = [trainer.evaluate(seed=trainer.eval_seed + 1000 * b) for b in range(n_batches)]
+            if out_dir is not None:
+                trainer.save_rollouts(batches[0], "rollouts_eval", f"{cfg.method} {cfg.task}: {Path(checkpoint).name}")
         finally:
             trainer.close()
     successes = [s for ep in batches for s in ep.successes]
@@ -102,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             _int(ov, "episodes"),
             _int(ov, "seed"),
             ov,
+            ov.pop("out", None),
         )
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)

@@ -58,6 +58,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def adopt_checkpoint_policy(cfg: RunConfig, policy_cfg: Any, sources: dict[str, str] | None) -> dict[str, str]:
+    """The architecture is the checkpoint's, and the record must say so: `policy.*` overrides that differ
+    from it are an error; returns the sources with `policy.*` coming from the checkpoint."""
+    if cfg.policy not in (type(cfg.policy)(), policy_cfg):
+        raise ConfigError(
+            f"policy.* overrides {cfg.policy} conflict with the checkpoint's {policy_cfg}; "
+            "drop them (the architecture comes from the checkpoint)"
+        )
+    cfg.policy = policy_cfg
+    return {**(sources or {}), **{k: "checkpoint" for k in (sources or {}) if k.startswith("policy.")}}
+
+
 def run(
     cfg: RunConfig, resume: bool = False, force: bool = False, sources: dict[str, str] | None = None
 ) -> dict[str, Any]:
@@ -77,29 +89,24 @@ def run(
     cfg.dataset = str(Path(cfg.dataset).resolve()) if cfg.dataset else cfg.dataset
 
     # Everything a user can get wrong is checked before the run directory is touched.
-    fresh = None  # the policy to pre-train, built here so that an architecture that can't work stops the run now
+    fresh = policy = normalizer = dataset = None  # fresh: the policy to pre-train, built now to check it
     try:
-        method_cls.check_config(cfg.algo)
-        if not cfg.checkpoint:  # else the architecture is the checkpoint's
+        if cfg.checkpoint:
+            policy, normalizer, _ = load_policy(cfg.checkpoint, kind, task.obs_dim, task.act_dim, task.horizon, device)
+            sources = adopt_checkpoint_policy(cfg, policy.cfg, sources)
+        elif cfg.stage == "finetune":
+            raise ConfigError(
+                "stage=finetune needs checkpoint=/path/to/policy.pt (or use stage=all to pre-train first)"
+            )
+        else:
             POLICIES[kind][0].check_config(cfg.policy)
             fresh = POLICIES[kind][0](task.obs_dim, task.act_dim, task.horizon, cfg.policy)
+        method_cls.check_config(cfg.algo, policy if policy is not None else fresh)
     except ValueError as e:
+        if isinstance(e, USER_ERRORS):
+            raise
         raise ConfigError(str(e)) from None
-    policy = normalizer = dataset = None
-    if cfg.checkpoint:
-        policy, normalizer, _ = load_policy(cfg.checkpoint, kind, task.obs_dim, task.act_dim, task.horizon, device)
-        # The architecture is the checkpoint's; the record must say so.
-        default_policy = type(cfg.policy)()
-        if cfg.policy not in (default_policy, policy.cfg):
-            raise ConfigError(
-                f"policy.* overrides {cfg.policy} conflict with the checkpoint's {policy.cfg}; "
-                "drop them (the architecture comes from the checkpoint)"
-            )
-        cfg.policy = policy.cfg
-        sources = {**(sources or {}), **{k: "checkpoint" for k in (sources or {}) if k.startswith("policy.")}}
-    elif cfg.stage == "finetune":
-        raise ConfigError("stage=finetune needs checkpoint=/path/to/policy.pt (or use stage=all to pre-train first)")
-    else:
+    if fresh is not None:
         dataset = task.load_dataset(cfg.dataset)
     resuming = record.prepare(cfg.to_dict(), resume=resume, force=force, config_yaml=render(cfg, sources))
 
@@ -190,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         cfg, sources = resolve(parse_overrides(args.overrides))
+        if args.show_config and cfg.checkpoint:
+            spec, kind = get_task(cfg.task), get_method(cfg.method).policy_kind
+            pol = load_policy(cfg.checkpoint, kind, spec.obs_dim, spec.act_dim, spec.horizon, torch.device("cpu"))[0]
+            sources = adopt_checkpoint_policy(cfg, pol.cfg, sources)
         if args.show_config:
             print(render(cfg, sources), end="")
             return 0

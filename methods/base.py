@@ -110,8 +110,9 @@ class Method(ABC):
         self.policy = ctx.policy.to(ctx.device) if ctx.policy is not None else None
 
     @classmethod
-    def check_config(cls, cfg: Any) -> None:
-        """Raise ValueError naming the key if `cfg` can't work; called before a run writes anything."""
+    def check_config(cls, cfg: Any, policy: nn.Module | None = None) -> None:
+        """Raise ValueError naming the key if `cfg` can't work (with `policy`, the policy it will start from,
+        when there is one); called before a run writes anything."""
         return None
 
     def nonfinite_advice(self, loss: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from methods.base import MethodContext, Rollout
-from methods.policies.diffusion import gaussian_log_prob
+from methods.policies.diffusion import DiffusionPolicy, gaussian_log_prob
 from methods.ppo import PPOConfig, PPOMethod, check_logprob_reduction
 
 
@@ -59,26 +59,29 @@ class DPPO(PPOMethod):
     config_cls = DPPOConfig
 
     @classmethod
-    def check_config(cls, cfg: DPPOConfig) -> None:
+    def check_config(cls, cfg: DPPOConfig, policy: DiffusionPolicy | None = None) -> None:
         check_logprob_reduction(cfg.logprob_reduction)
+        if policy is None:
+            return
+        S = policy.n_sampling_steps
+        if not 1 <= cfg.ft_denoising_steps <= S:
+            raise ValueError(
+                f"algo.ft_denoising_steps must be in [1, {S}] (the policy's sampling steps), "
+                f"got {cfg.ft_denoising_steps}"
+            )
+        if policy.n_base_steps and policy.n_base_steps != S - cfg.ft_denoising_steps:  # DPPO fine-tuned it before
+            raise ValueError(
+                f"this policy was fine-tuned with its first {policy.n_base_steps} of {S} sampling steps frozen; "
+                f"set algo.ft_denoising_steps={S - policy.n_base_steps}"
+            )
 
     def __init__(self, cfg: DPPOConfig, ctx: MethodContext):
         super().__init__(cfg, ctx)
-        self.check_config(cfg)
-        S = self.policy.n_sampling_steps
-        if not 1 <= cfg.ft_denoising_steps <= S:
-            raise ValueError(
-                f"algo.ft_denoising_steps must be in [1, {S}] (the sampling steps), got {cfg.ft_denoising_steps}"
-            )
+        self.check_config(cfg, self.policy)
         self.n_ft = cfg.ft_denoising_steps
-        self.first_ft = S - self.n_ft  # sampling position of the first fine-tuned step
+        self.first_ft = self.policy.n_sampling_steps - self.n_ft  # sampling position of the first fine-tuned step
         if self.policy.n_base_steps == 0:  # a pre-trained policy: its network stays for the first steps
             self.policy.keep_base_network(self.first_ft)
-        elif self.policy.n_base_steps != self.first_ft:  # a policy DPPO fine-tuned before
-            raise ValueError(
-                f"this policy was fine-tuned with its first {self.policy.n_base_steps} of {S} sampling steps frozen; "
-                f"set algo.ft_denoising_steps={S - self.policy.n_base_steps}"
-            )
         for p in self.policy.network.parameters():
             p.requires_grad_(True)
         self.act_steps = ctx.task.act_steps

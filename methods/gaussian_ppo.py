@@ -39,12 +39,12 @@ class GaussianPPO(PPOMethod):
     config_cls = GaussianPPOConfig
 
     @classmethod
-    def check_config(cls, cfg: GaussianPPOConfig) -> None:
+    def check_config(cls, cfg: GaussianPPOConfig, policy=None) -> None:
         check_logprob_reduction(cfg.logprob_reduction)
 
     def __init__(self, cfg: GaussianPPOConfig, ctx: MethodContext):
         super().__init__(cfg, ctx)
-        self.check_config(cfg)
+        self.check_config(cfg, self.policy)
         for p in self.policy.network.parameters():
             p.requires_grad_(True)
         self.policy.logvar.requires_grad_(cfg.learn_std)

@@ -26,8 +26,8 @@ def test_every_grid_run_resolves_exactly_as_before_configs_became_yaml():
     before = json.loads(GRID_SNAPSHOT.read_text())
     now = json.loads(json.dumps(resolved_grid_configs()))
     assert sorted(now) == sorted(before)
-    for run, cfg in before.items():
-        assert now[run] == cfg, run
+    for run, cfg in before.items():  # as config.json writes them: 1 and 1.0 differ
+        assert json.dumps(now[run], sort_keys=True) == json.dumps(cfg, sort_keys=True), run
 
 
 def test_layers_apply_in_order_and_sources_say_which_set_each_value(tmp_path):
@@ -134,8 +134,14 @@ def test_a_preset_key_the_method_does_not_have_is_refused_at_load_time(preset_di
         ("train:\n  n_iterations: lots\n", [], ["mine.yaml: train.n_iterations expects int, got 'lots'"]),
         ("train: [\n", [], ["mine.yaml is not valid YAML"]),
         ("policy: 3\n", [], ["mine.yaml: policy is a section"]),
-        ("method: dpo\n", [], ["unknown method 'dpo'", "dppo"]),
+        ("method: dpo\n", [], ["mine.yaml: unknown method 'dpo'", "dppo"]),
+        ("stage: fine\n", [], ["mine.yaml: stage must be one of pretrain, finetune, all, got 'fine'"]),
+        ("scale: big\n", [], ["mine.yaml: scale must be one of paper, cpu"]),
+        ("a: [1,\n  b: 2\n", [], ["mine.yaml is not valid YAML", "line 3, column 1"]),
+        ("a: 1\na: 2\n", [], ["mine.yaml is not valid YAML (found duplicate key a at line 2"]),
+        ("root:x:0:0:root:/root:/bin/bash\nbin:x:2:2:bin:/bin\n", [], ["mine.yaml must be a mapping"]),
         ("{}\n", ["config="], ["config= needs a path"]),
+        ("{}\n", ["config=3"], ["config= needs a path", "got 3"]),
     ],
 )
 def test_a_bad_config_file_is_one_clear_error_and_nothing_starts(tmp_path, text, args, needles):
@@ -152,3 +158,27 @@ def test_methods_do_not_import_the_task_layer():
     for path in Path(methods.__file__).parent.rglob("*.py"):
         text = path.read_text()
         assert "from envs" not in text and "import envs" not in text, path
+
+
+@pytest.mark.parametrize(
+    "arg, needles",
+    [
+        ("seed=${task}", ["seed expects int, got '${task}'"]),
+        ("name=???", ["'???' is OmegaConf's missing-value marker"]),
+        ("train.plot_rollouts=1", ["train.plot_rollouts expects bool, got 1"]),
+        ("seed=true", ["seed expects int, got True"]),
+        ("algo.ft_denoising_steps=50", ["algo.ft_denoising_steps must be in [1, 20]"]),
+    ],
+)
+def test_values_omegaconf_would_misread_are_refused(arg, needles, tmp_path):
+    proc = run_cli("method=dppo", "task=avoid_m2", f"results_dir={tmp_path}", *TINY, arg)
+    assert_clean_error(proc, *needles)
+    assert not list(tmp_path.iterdir())
+
+
+def test_strings_are_taken_literally_and_read_back(tmp_path):
+    odd = {"name": "a${task}", "wandb.project": "x: y # z ${", "wandb.entity": "'q'"}
+    cfg, sources = resolve(odd)
+    assert (cfg.name, cfg.wandb.project, cfg.wandb.entity) == ("a${task}", "x: y # z ${", "'q'")
+    (tmp_path / "c.yaml").write_text(render(cfg, sources))
+    assert resolve({"config": str(tmp_path / "c.yaml")})[0].to_dict() == cfg.to_dict()

@@ -169,3 +169,16 @@ def test_dppo_frozen_network_runs_the_early_steps():
         p.data.add_(1.0)
     assert all(torch.equal(a, b) for a, b in zip(before, m.frozen.parameters()))
     assert m.denoise_discount.tolist() == pytest.approx([0.95**3, 0.95**2, 0.95, 1.0])
+
+
+def test_dppo_resumes_a_state_saved_before_policies_kept_their_base_network():
+    trained, fresh = make_dppo(), make_dppo()
+    old_style = trained.state_dict()
+    old_style["policy"] = {k: v for k, v in old_style["policy"].items() if not k.startswith("base_network.")}
+    base = {k: v.clone() for k, v in fresh.frozen.state_dict().items()}
+    fresh.load_state_dict(old_style)
+    # the fine-tuned network is the saved one; the base stays the pre-trained copy DPPO made when it started
+    assert all(
+        torch.equal(a, b) for a, b in zip(fresh.policy.network.parameters(), trained.policy.network.parameters())
+    )
+    assert all(torch.equal(base[k], v) for k, v in fresh.frozen.state_dict().items())

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from envs.tasks import TASKS
+from experiments.checkpoints import CheckpointError
 from experiments.config import build_config, resolve
 from experiments.evaluate import evaluate_checkpoint
 from experiments.run import run
@@ -48,6 +49,8 @@ def test_registered_method_pretrains_finetunes_resumes_and_evaluates(method, sui
     pre = run_cli(*common, *TINY_PRETRAIN, "stage=pretrain", "name=pre")
     assert pre.returncode == 0, pre.stderr
     ckpt = tmp_path / "pre" / "checkpoints" / "pretrained.pt"
+    shown = run_cli(*common, f"checkpoint={ckpt}", "policy.hidden=[32,32,32]", "--show-config")
+    assert "  hidden: [32, 32, 32]  # checkpoint | " in shown.stdout, shown.stdout + shown.stderr
 
     finetune = [*common, *TINY_FINETUNE, "stage=finetune", f"checkpoint={ckpt}", "name=ft"]
     run_dir = tmp_path / "ft"
@@ -63,11 +66,21 @@ def test_registered_method_pretrains_finetunes_resumes_and_evaluates(method, sui
     assert resolve({"config": str(run_dir / "config.yaml")})[0].to_dict() == recorded
 
     # experiments.evaluate on the saved policy, with the run's seed, repeats the run's final evaluation.
+    other_kind = [m for m, cls in METHODS.items() if cls.policy_kind != METHODS[method].policy_kind]
+    if other_kind:  # evaluated by a method of another policy kind: the checkpoint's kind is the error
+        with pytest.raises(CheckpointError, match=f"holds a {METHODS[method].policy_kind} policy"):
+            evaluate_checkpoint(run_dir / "checkpoints" / "final.pt", method=other_kind[0])
+
+    # Where returns are all 0 (tiny Avoid policies), the episodes' paths must match point for point.
     final = json.loads((run_dir / "summary.json").read_text())["final_eval"]
-    again = evaluate_checkpoint(run_dir / "checkpoints" / "final.pt", seed=1)
+    again = evaluate_checkpoint(run_dir / "checkpoints" / "final.pt", seed=1, out_dir=tmp_path / "eval")
     assert (again["method"], again["task"], again["episodes"]) == (method, task, final["eval_episodes"])
     assert again["return"] == pytest.approx(final["eval_return"], rel=1e-9, abs=1e-9)
     assert again["success"] == pytest.approx(final["eval_success"], abs=1e-12)
+    if (run_dir / "rollouts_final.json").is_file():
+        ran = json.loads((run_dir / "rollouts_final.json").read_text())
+        assert json.loads((tmp_path / "eval" / "rollouts_eval.json").read_text()) == ran
+        assert sum(len(p) for p in ran["paths"]) > 2 * len(ran["paths"])  # episodes that went somewhere
 
 
 def test_evaluate_command_line_repeats_the_runs_final_evaluation(data_dir, tmp_path):

@@ -221,12 +221,22 @@ class DiffusionPolicy(nn.Module):
             raise ValueError(f"n_steps={n_steps} must be in [0, {self.n_sampling_steps}]")
         if n_steps:
             self.base_network = self.frozen_copy()
+            self.register_load_state_dict_pre_hook(_base_network_from_older_state)
         self.n_base_steps = n_steps
 
     def sampling_networks(self) -> list[nn.Module]:
         """The network of each sampling position."""
         S, n = self.n_sampling_steps, self.n_base_steps
         return [self.base_network] * n + [self.network] * (S - n) if n else [self.network] * S
+
+
+def _base_network_from_older_state(module, state_dict, prefix, *args) -> None:
+    """A DPPO state saved before policies kept their base network: that network was the pre-trained one,
+    which is what `keep_base_network` just copied; keep it."""
+    base = prefix + "base_network."
+    if not any(k.startswith(base) for k in state_dict):
+        for name, tensor in module.base_network.state_dict().items():
+            state_dict[base + name] = tensor
 
 
 def gaussian_log_prob(x: torch.Tensor, mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
