@@ -26,13 +26,16 @@ import numpy as np
 
 from envs.tasks import UnknownNameError
 from experiments.grids import GRID_RESOURCES, GRIDS, GridRun, get_grid
-from experiments.record import read_json
+from experiments.record import RunLock, read_json
+from experiments.run import HELD_EXIT_CODE
 
 REPO = Path(__file__).resolve().parent
 
 
 def run_state(results: Path, run: GridRun) -> str:
     d = results / run.name
+    if RunLock(d).holder():
+        return "held"  # another live process is writing it
     if (d / "summary.json").is_file():
         return "done"
     if (d / "error.txt").is_file():
@@ -47,20 +50,38 @@ def launch(
 ) -> dict[str, str]:
     """Run everything not yet done; returns the final state of every run."""
     logs = results / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SystemExit(f"error: can't write in {results} ({e.strerror}); pass --results <writable folder>") from None
     state = {r.name: run_state(results, r) for r in runs}
+    by_name = {r.name: r for r in runs}
     pending = [r for r in runs if state[r.name] != "done" or force]
     running: dict[str, tuple[subprocess.Popen, float]] = {}
+    elsewhere: set[str] = set()  # runs another live process is writing: wait for it, never run them twice
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     for r in runs:
         if r.name not in {p.name for p in pending}:
             print(f"  skip   {r.name} (finished)")
     t_start = time.perf_counter()
-    while pending or running:
+    while pending or running or elsewhere:
+        for name in list(elsewhere):
+            if RunLock(results / name).holder() is None:
+                elsewhere.discard(name)
+                state[name] = "done" if run_state(results, by_name[name]) == "done" else "failed"
+                print(f"  {state[name]:6s} {name} (written by another process)")
         for r in list(pending):
+            if state[r.name] == "held" or RunLock(results / r.name).holder():
+                pending.remove(r)
+                elsewhere.add(r.name)
+                state[r.name] = "held"
+                print(
+                    f"  held   {r.name}: {RunLock(results / r.name).holder() or 'another process'} writes it; waiting"
+                )
+                continue
             if len(running) >= jobs:
                 break
-            deps = [state[d] for d in r.after]
+            deps = [state[d] for d in r.after]  # "held" and "running" both mean: wait
             if any(s in ("failed", "blocked") for s in deps):
                 state[r.name] = "blocked"
                 pending.remove(r)
@@ -70,9 +91,13 @@ def launch(
                 continue
             flag = ["--force"] if force else (["--resume"] if resume else [])
             cmd = [sys.executable, "-m", "experiments.run", *r.args(results), "progress=false", *overrides, *flag]
-            log = open(logs / f"{r.name}.log", "w")
+            log = open(logs / f"{r.name}.log", "a")  # appended: a run another launcher holds keeps its log whole
+            log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} run_all.py pid {os.getpid()}: {' '.join(cmd[1:])}\n")
+            log.flush()
             running[r.name] = (
-                subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env),
+                subprocess.Popen(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env, preexec_fn=die_with_parent
+                ),
                 time.time(),
             )
             pending.remove(r)
@@ -83,6 +108,11 @@ def launch(
             if proc.poll() is None:
                 continue
             del running[name]
+            if proc.returncode == HELD_EXIT_CODE:  # another process took the run first
+                elsewhere.add(name)
+                state[name] = "held"
+                print(f"  held   {name}: another process writes it; waiting")
+                continue
             state[name] = "done" if proc.returncode == 0 else "failed"
             tail = ""
             if proc.returncode:
@@ -91,6 +121,18 @@ def launch(
             elapsed = time.perf_counter() - t_start
             print(f"  {state[name]:6s} {name} in {time.time() - t0:.0f}s [{elapsed / 60:.1f} min]{tail}")
     return state
+
+
+def die_with_parent() -> None:
+    """In a run's process: SIGTERM it when the launcher dies, however it dies (Linux's PR_SET_PDEATHSIG), so no
+    run goes on unwatched; a later --resume continues it from its checkpoint."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except OSError:  # not Linux: runs outlive the launcher; their locks still stop a second writer
+        pass
 
 
 def fmt(values: list[float]) -> str:
@@ -165,7 +207,9 @@ def status_table(results: Path, runs: list[GridRun]) -> tuple[str, dict[str, str
         state = run_state(results, r)
         job = jobs.get(r.name, "")
         detail = ""
-        if state != "done" and job in (queued or {}):
+        if state == "held":
+            state, detail = "running", f"held by {RunLock(results / r.name).holder()}"
+        elif state != "done" and job in (queued or {}):
             state, _, detail = queued[job].partition(" ")
         elif state == "failed":
             detail = (results / r.name / "error.txt").read_text().strip().splitlines()[-1]

@@ -14,17 +14,81 @@ error.txt           the message of a run that failed (removed when it is resumed
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
 import platform
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 
 class RunDirError(RuntimeError):
     """The run directory is in a state the requested action can't use."""
+
+
+class RunHeldError(RunDirError):
+    """Another live process is writing the run."""
+
+
+class RunLock:
+    """One writer per run: an exclusive OS lock (flock) on `<results_dir>/.<run>.lock`, beside the run directory
+    so that --force can delete the directory while holding it. The kernel drops the lock when its process ends,
+    however it ends; the file records who holds it (pid, host, since) for the message others get.
+    (flock is reliable on local disks and on NFS with Linux >= 2.6.12; not on every network file system.)"""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir.parent / f".{self.run_dir.name}.lock"
+        self.fd: int | None = None
+
+    def holder(self) -> str | None:
+        """Who holds the lock ("pid 12 on host since ..."), or None if nobody does."""
+        if not self.path.is_file():
+            return None
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        except BlockingIOError:
+            return os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
+        finally:
+            os.close(fd)
+
+    def acquire(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunDirError(
+                f"can't write in {self.path.parent} ({e.strerror}); pass results_dir=<a writable folder>"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            who = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunHeldError(
+                f"{self.run_dir} is being written by {who}; wait for it to finish, or stop it and use --resume"
+            ) from None
+        from datetime import UTC, datetime
+
+        os.ftruncate(fd, 0)
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        os.pwrite(fd, f"pid {os.getpid()} on {platform.node()} since {since}".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
 
 
 def _clean(value: Any) -> Any:
@@ -59,6 +123,37 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    """Append one row durably; a last line left cut off by a kill is ended first, so it can't swallow this one."""
+    with open(path, "ab+") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+        f.write((json.dumps(_clean(row)) + "\n").encode())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path, required: str | None = None) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
+    """The rows of an append-only JSON-lines file, and its corrupted lines as (line number, text): lines that
+    aren't a JSON object (with key `required`). A missing file has none."""
+    rows, bad = [], []
+    if not path.is_file():
+        return rows, bad
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if isinstance(row, dict) and (required is None or required in row):
+            rows.append(row)
+        elif line.strip():
+            bad.append((n, line))
+    return rows, bad
 
 
 def read_json(path: Path) -> Any:
@@ -155,30 +250,27 @@ class RunRecord:
 
     # --------------------------------------------------------------- metrics
     def append(self, row: dict[str, Any]) -> None:
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(_clean(row)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.metrics_path, row)
 
     def rows(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.is_file():
-            return []
-        out = []
-        with open(self.metrics_path) as f:
-            for line in f:
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break  # a row cut off mid-write: everything after it is untrusted
-        return out
+        """Every valid metrics row (a corrupted line is skipped: see `truncate_metrics`)."""
+        return read_jsonl(self.metrics_path, required="itr")[0]
 
     def truncate_metrics(self, n_iterations: int) -> None:
-        """Keep the rows of iterations < n_iterations (those covered by the checkpoint)."""
-        rows = [r for r in self.rows() if r["itr"] < n_iterations]
+        """Keep the valid rows of iterations < n_iterations (those covered by the checkpoint). Corrupted lines
+        move to metrics.corrupt.jsonl, with a warning; every valid row around them stays."""
+        rows, bad = read_jsonl(self.metrics_path, required="itr")
+        if bad:
+            quarantine = self.path / "metrics.corrupt.jsonl"
+            with open(quarantine, "a") as f:
+                f.writelines(f"{line}\n" for _, line in bad)
+            lines = ", ".join(str(n) for n, _ in bad[:5])
+            print(f"warning: {self.metrics_path} line(s) {lines} corrupted; moved to {quarantine}", file=sys.stderr)
         tmp = self.metrics_path.with_suffix(".tmp")
         with open(tmp, "w") as f:
             for r in rows:
-                f.write(json.dumps(r) + "\n")
+                if r["itr"] < n_iterations:
+                    f.write(json.dumps(r) + "\n")
         os.replace(tmp, self.metrics_path)
 
     def add_attempt(self, start_itr: int) -> list[dict[str, Any]]:
@@ -197,16 +289,19 @@ class RunRecord:
             "harness": harness(),
         }
         path = self.path / "attempts.jsonl"
-        with open(path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        return [json.loads(line) for line in path.read_text().splitlines()]
+        append_jsonl(path, row)
+        return read_jsonl(path, required="start_itr")[0]
 
     def write(self, name: str, data: Any, indent: int | None = 2) -> None:
         write_json_atomic(self.path / name, data, indent)
 
     def fail(self, message: str) -> None:
+        """Record why the run stopped; if even that can't be written (a full disk), say so on stderr."""
         if self.path.is_dir():
-            (self.path / "error.txt").write_text(message + "\n")
+            try:
+                write_text_atomic(self.path / "error.txt", message + "\n")
+            except OSError as e:
+                print(f"error: {message} (and error.txt could not be written: {e.strerror})", file=sys.stderr)
 
 
 # How a run is executed, not what it computes: may change between a run and its resumption

@@ -27,7 +27,7 @@ from envs.tasks import get_task
 from envs.wrappers import NonFiniteError
 from experiments.checkpoints import CheckpointError, load_policy, save_policy
 from experiments.config import ConfigError, RunConfig, parse_overrides, render, resolve
-from experiments.record import RunDirError, RunRecord, hardware, harness
+from experiments.record import RunDirError, RunHeldError, RunLock, RunRecord, hardware, harness, read_json
 from experiments.trainer import Trainer, method_context, peak_memory_mb
 from methods import get_method
 from methods.policies import POLICIES
@@ -42,6 +42,10 @@ USER_ERRORS = (
     NonFiniteError,
     FloatingPointError,
 )
+
+
+# Exit status of a run another live process is writing (EX_TEMPFAIL): launchers wait for that process instead.
+HELD_EXIT_CODE = 75
 
 
 def resolve_device(name: str) -> torch.device:
@@ -108,74 +112,87 @@ def run(
         raise ConfigError(str(e)) from None
     if fresh is not None:
         dataset = task.load_dataset(cfg.dataset)
-    resuming = record.prepare(cfg.to_dict(), resume=resume, force=force, config_yaml=render(cfg, sources))
-
-    t0 = time.perf_counter()
-    trainer = None
+    lock = RunLock(record.path)  # one writer per run, for as long as this process runs it
+    lock.acquire()
     try:
-        summary: dict[str, Any] = {}
-        if policy is None:
-            pre_path = record.ckpt_dir / "pretrained.pt"
-            if resuming and pre_path.is_file():
-                policy, normalizer, ckpt = load_policy(pre_path, kind, task.obs_dim, task.act_dim, task.horizon, device)
-                summary["pretrain"] = ckpt["pretrain"]
+        if resume and record.finished:  # resuming never changes a finished result
+            print(f"{record.path} finished already; nothing to resume", file=sys.stderr)
+            return read_json(record.path / "summary.json")
+        resuming = record.prepare(cfg.to_dict(), resume=resume, force=force, config_yaml=render(cfg, sources))
+
+        t0 = time.perf_counter()
+        trainer = None
+        try:
+            summary: dict[str, Any] = {}
+            if policy is None:
+                pre_path = record.ckpt_dir / "pretrained.pt"
+                if resuming and pre_path.is_file():
+                    policy, normalizer, ckpt = load_policy(
+                        pre_path, kind, task.obs_dim, task.act_dim, task.horizon, device
+                    )
+                    summary["pretrain"] = ckpt["pretrain"]
+                else:
+                    obs, actions = dataset.chunks(task.horizon)
+                    tp = time.perf_counter()
+                    policy, losses = pretrain(fresh, obs, actions, cfg.pretrain, device, cfg.seed, cfg.progress)
+                    normalizer = dataset.normalizer
+                    summary["pretrain"] = {
+                        "final_loss": float(np.mean(losses[-100:])),
+                        "wall_time": time.perf_counter() - tp,
+                        "n_samples": len(obs),
+                        "dataset": str(dataset.path),
+                    }
+                    save_policy(
+                        pre_path,
+                        policy,
+                        task.name,
+                        normalizer,
+                        {"pretrain": summary["pretrain"], "run_config": cfg.to_dict()},
+                    )
+
+            # Fine-tuning's random stream starts from the seed whether or not this process pre-trained first, so
+            # stage=all resumed after its pre-training (and stage=finetune on the same policy) continues identically.
+            seed_everything(cfg.seed)
+            offline = functools.cache(lambda: dataset if dataset is not None else task.load_dataset(cfg.dataset))
+            method = method_cls(cfg.algo, method_context(cfg, task, policy, device, offline))
+            trainer = Trainer(cfg, task, method, normalizer, record, device)
+            if cfg.stage == "pretrain":
+                episodes = trainer.evaluate(seed=trainer.eval_seed)
+                trainer.save_rollouts(episodes, "rollouts_pretrained", f"pre-trained {kind} policy, {cfg.task}")
+                summary["final_eval"] = episodes.summary("eval", task.score)
+                summary["peak_memory_mb"] = peak_memory_mb()
             else:
-                obs, actions = dataset.chunks(task.horizon)
-                tp = time.perf_counter()
-                policy, losses = pretrain(fresh, obs, actions, cfg.pretrain, device, cfg.seed, cfg.progress)
-                normalizer = dataset.normalizer
-                summary["pretrain"] = {
-                    "final_loss": float(np.mean(losses[-100:])),
-                    "wall_time": time.perf_counter() - tp,
-                    "n_samples": len(obs),
-                    "dataset": str(dataset.path),
-                }
+                summary.update(trainer.fit())
                 save_policy(
-                    pre_path,
-                    policy,
+                    record.ckpt_dir / "final.pt",
+                    method.exported_policy(),
                     task.name,
                     normalizer,
-                    {"pretrain": summary["pretrain"], "run_config": cfg.to_dict()},
+                    {"fine_tuned": cfg.method, "run_config": cfg.to_dict()},
                 )
-
-        offline = functools.cache(lambda: dataset if dataset is not None else task.load_dataset(cfg.dataset))
-        method = method_cls(cfg.algo, method_context(cfg, task, policy, device, offline))
-        trainer = Trainer(cfg, task, method, normalizer, record, device)
-        if cfg.stage == "pretrain":
-            episodes = trainer.evaluate(seed=trainer.eval_seed)
-            trainer.save_rollouts(episodes, "rollouts_pretrained", f"pre-trained {kind} policy, {cfg.task}")
-            summary["final_eval"] = episodes.summary("eval", task.score)
-            summary["peak_memory_mb"] = peak_memory_mb()
-        else:
-            summary.update(trainer.fit())
-            save_policy(
-                record.ckpt_dir / "final.pt",
-                method.exported_policy(),
-                task.name,
-                normalizer,
-                {"fine_tuned": cfg.method, "run_config": cfg.to_dict()},
+            summary.update(
+                method=cfg.method,
+                task=cfg.task,
+                seed=cfg.seed,
+                stage=cfg.stage,
+                total_wall_time=time.perf_counter() - t0,
+                hardware=hardware(),
+                harness=harness(),
+                device=str(device),
             )
-        summary.update(
-            method=cfg.method,
-            task=cfg.task,
-            seed=cfg.seed,
-            stage=cfg.stage,
-            total_wall_time=time.perf_counter() - t0,
-            hardware=hardware(),
-            harness=harness(),
-            device=str(device),
-        )
-        record.write("summary.json", summary)
-        return summary
-    except KeyboardInterrupt:
-        record.fail("interrupted")
-        raise
-    except Exception as e:
-        record.fail(f"{type(e).__name__}: {e}")
-        raise
+            record.write("summary.json", summary)
+            return summary
+        except KeyboardInterrupt:
+            record.fail("interrupted")
+            raise
+        except Exception as e:
+            record.fail(f"{type(e).__name__}: {e}")
+            raise
+        finally:
+            if trainer is not None:
+                trainer.close()
     finally:
-        if trainer is not None:
-            trainer.close()
+        lock.release()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
             print(render(cfg, sources), end="")
             return 0
         summary = run(cfg, resume=args.resume, force=args.force, sources=sources)
+    except RunHeldError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return HELD_EXIT_CODE
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

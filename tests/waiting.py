@@ -8,7 +8,6 @@ test can kill or signal them there however fast or busy the machine is.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -54,15 +53,10 @@ def signal_pending(pid: int, sig: signal.Signals) -> bool:
 
 
 def attempts(run_dir: Path) -> list[dict]:
-    """The run's attempt rows; a last line still being written is left out."""
-    path = run_dir / "attempts.jsonl"
-    rows = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
+    """The run's attempt rows; a line still being written (or torn by a kill) is left out."""
+    from experiments.record import read_jsonl
+
+    return read_jsonl(run_dir / "attempts.jsonl", required="start_itr")[0]
 
 
 def paused_run_pid(run_dir: Path) -> int | None:

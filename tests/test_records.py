@@ -1,0 +1,118 @@
+"""Run records that can't be corrupted or silently wrong: one writer per run, resume that never changes a
+result, and salvage of damaged append-only files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from experiments.faults import PAUSE_AFTER_ITR
+from experiments.grids import get_grid
+from experiments.run import HELD_EXIT_CODE
+from tests.test_cli import read_rows, run_cli
+from tests.waiting import attempts, kill_at_pause_point, wait_for, wait_until_paused
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "method=dppo",
+    "task=avoid_m2",
+    "pretrain.n_steps=50",
+    "policy.hidden=[32,32,32]",
+    "train.n_envs=2",
+    "train.eval_episodes=4",
+    "train.eval_every=2",
+    "progress=false",
+]
+TIMINGS = ("wall_time", "time_iteration", "time_sample", "time_env", "time_update")
+
+
+def without_timings(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMINGS} for r in rows]
+
+
+def test_a_run_another_process_writes_is_refused_and_the_launcher_waits_for_it(tmp_path):
+    results = tmp_path / "smoke_dppo"
+    pre, ft = get_grid("smoke_dppo", results, [0])
+    assert run_cli(*pre.args(results), "progress=false").returncode == 0
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "experiments.run", *ft.args(results), "progress=false"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, PAUSE_AFTER_ITR: "0"},
+    )
+    run_dir = results / ft.name
+    try:
+        assert wait_until_paused(run_dir) == writer.pid
+        second = run_cli(*ft.args(results), "progress=false", "--resume")
+        assert second.returncode == HELD_EXIT_CODE
+        assert second.stderr.strip() == (
+            f"error: {run_dir} is being written by pid {writer.pid} on {os.uname().nodename} since "
+            + second.stderr.split(" since ")[1].strip()
+        )
+        out = tmp_path / "launcher.out"
+        with open(out, "w") as f:
+            launcher = subprocess.Popen(
+                [sys.executable, "-u", "run_all.py", "--grid", "smoke_dppo", "--results", str(tmp_path), "--resume"],
+                cwd=REPO,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for(lambda: f"held   {ft.name}: pid {writer.pid}" in out.read_text(), 120, "the launcher to see the lock")
+        os.kill(writer.pid, signal.SIGCONT)
+        assert launcher.wait(timeout=300) == 0, out.read_text()
+        assert writer.wait(timeout=60) == 0
+    finally:
+        for p in (writer, locals().get("launcher")):
+            if p is not None and p.poll() is None:
+                p.kill()
+    assert f"done   {ft.name} (written by another process)" in out.read_text()
+    assert [r["itr"] for r in read_rows(run_dir)] == [0, 1] and len(attempts(run_dir)) == 1
+
+
+def test_resume_never_changes_a_result(tmp_path):
+    # stage=all, uninterrupted
+    whole = run_cli(*TINY, f"results_dir={tmp_path}", "name=whole", "train.n_iterations=4")
+    assert whole.returncode == 0, whole.stderr
+    summary = (tmp_path / "whole" / "summary.json").read_bytes()
+    # --resume on a finished run leaves it as it is
+    again = run_cli(*TINY, f"results_dir={tmp_path}", "name=whole", "train.n_iterations=4", "--resume")
+    assert again.returncode == 0 and "finished already" in again.stderr
+    assert (tmp_path / "whole" / "summary.json").read_bytes() == summary
+
+    # Fine-tuning continues exactly as it would have after pre-training in the same process: what a stage=all run
+    # resumed after its pre-training does (it loads pretrained.pt), and what stage=finetune on that file does.
+    ckpt = tmp_path / "whole" / "checkpoints" / "pretrained.pt"
+    split = run_cli(*TINY, f"results_dir={tmp_path}", "name=split", "train.n_iterations=4", f"checkpoint={ckpt}")
+    assert split.returncode == 0, split.stderr
+    assert without_timings(read_rows(tmp_path / "split")) == without_timings(read_rows(tmp_path / "whole"))
+    finals = [json.loads((tmp_path / n / "summary.json").read_text())["final_eval"] for n in ("whole", "split")]
+    assert finals[0] == finals[1]
+
+    # Killed after its last checkpoint, before its summary: the resumed run evaluates to the same result.
+    args = [*TINY, f"results_dir={tmp_path}", "name=late", "train.n_iterations=4", f"checkpoint={ckpt}"]
+    kill_at_pause_point(args, after_itr=3, cwd=REPO)
+    assert not (tmp_path / "late" / "summary.json").exists()
+    assert run_cli(*args, "--resume").returncode == 0
+    assert json.loads((tmp_path / "late" / "summary.json").read_text())["final_eval"] == finals[1]
+    assert without_timings(read_rows(tmp_path / "late")) == without_timings(read_rows(tmp_path / "split"))
+
+
+def test_resume_keeps_valid_rows_around_a_corrupted_one_and_survives_torn_lines(tmp_path):
+    args = [*TINY, f"results_dir={tmp_path}", "name=r", "train.n_iterations=8", "train.save_every=2"]
+    kill_at_pause_point(args, after_itr=4, cwd=REPO)  # rows 0..4; state.pt at next_itr 4
+    run_dir = tmp_path / "r"
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    lines[1] = lines[1][: len(lines[1]) // 2] + "#garbage"  # iteration 1's row, damaged in the middle of the file
+    (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    with open(run_dir / "attempts.jsonl", "a") as f:
+        f.write('{"start_itr": 9, "torn')  # a last line cut off by a kill
+
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "metrics.jsonl line(s) 2 corrupted; moved to" in resumed.stderr
+    assert (run_dir / "metrics.corrupt.jsonl").read_text() == lines[1] + "\n"
+    assert [r["itr"] for r in read_rows(run_dir)] == [0, 2, 3, 4, 5, 6, 7]  # row 4 was after the checkpoint: redone
+    assert [a["start_itr"] for a in attempts(run_dir)] == [0, 4]
