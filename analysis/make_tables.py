@@ -117,6 +117,9 @@ def parse_budgets(text: str | None) -> list[float] | None:
     return budgets
 
 
+NO_RECORDS = "every table made from run records"
+
+
 def build(
     results: Path, budgets: list[float] | None, reps: int, stale_after_s: float, out: Path
 ) -> tuple[list[Table | Missing], list[tuple[str, list[Path]]], list[str], list[str]]:
@@ -133,7 +136,7 @@ def build(
         runs, warnings = load_runs(results, stale_after_s, exclude=out)
     except ResultsError as e:
         messages.append(f"error: {e}")
-        return items, [], ["every table made from run records"], messages
+        return items, [], [NO_RECORDS], messages
     messages += [f"warning: {w}" for w in warnings]
     messages += [f"warning: {r.path}: {p}" for r in runs for p in r.problems]
 
@@ -211,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     items, figs, missing, messages = build(args.results, budgets, args.bootstrap_reps, args.stale_minutes * 60, out)
     for m in messages:
         print(m, file=sys.stderr)
+    if missing == [NO_RECORDS] and args.out is None:  # nothing to analyse: leave the results folder as it is
+        return 1
     pd.set_option("display.width", 200)
     for t in items:
         if isinstance(t, Table):

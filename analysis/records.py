@@ -173,8 +173,8 @@ def _unfinished_status(path: Path, attempts: list[dict[str, Any]], stale_after_s
 
 def load_run(path: Path, stale_after_s: float = 3600.0) -> Run | None:
     config = _read_json(path / "config.json")
-    if not isinstance(config, dict):
-        return None
+    if not isinstance(config, dict) or not all(isinstance(config.get(k), str) for k in ("method", "task")):
+        return None  # unreadable, or not a run's config: the caller reports it
     attempts = []
     if (path / "attempts.jsonl").is_file():
         for line in (path / "attempts.jsonl").read_text().splitlines():
@@ -220,11 +220,15 @@ def load_runs(results: Path, stale_after_s: float = 3600.0, exclude: Path | None
             continue
         run = load_run(cfg.parent.resolve(), stale_after_s)
         if run is None:
-            warnings.append(f"{cfg.parent}: config.json is unreadable; this run is left out of every table")
+            warnings.append(
+                f"{cfg.parent}: config.json is unreadable or not a run's config (no method and task); "
+                "this run is left out of every table"
+            )
         else:
             runs.append(run)
     if not runs:
-        raise ResultsError(f"{results} holds no run records (folders with a config.json); pass --results DIR")
+        broken = f" ({len(warnings)} broken: {warnings[0]})" if warnings else ""
+        raise ResultsError(f"{results} holds no run records (folders with a config.json){broken}; pass --results DIR")
     return runs, warnings
 
 

@@ -23,13 +23,14 @@ import itertools
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode, StringNode
 
+from common.limits import AT_LEAST_ONE, NON_NEGATIVE, Range, out_of_range
 from common.names import UnknownNameError
 from envs.tasks import TASKS, get_task
 from experiments.record import flatten
@@ -67,6 +68,16 @@ class TrainConfig:
     """sync: envs step in this process; async: one subprocess per env."""
     plot_rollouts: bool = True
     """Plot the evaluation episodes of tasks that report paths (plots/rollouts_*.png)."""
+
+    LIMITS: ClassVar[dict[str, Range]] = {
+        "n_iterations": AT_LEAST_ONE,
+        "env_step_budget": AT_LEAST_ONE,
+        "n_envs": AT_LEAST_ONE,
+        "n_steps": AT_LEAST_ONE,
+        "eval_every": NON_NEGATIVE,
+        "eval_episodes": AT_LEAST_ONE,
+        "save_every": AT_LEAST_ONE,
+    }
 
 
 @dataclass
@@ -112,6 +123,8 @@ class RunConfig:
     algo: Any = None
     """The method's config (its class depends on the method)."""
     wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    LIMITS: ClassVar[dict[str, Range]] = {"seed": Range(0, 2**32 - 1), "threads": AT_LEAST_ONE}
 
     @property
     def run_name(self) -> str:
@@ -266,12 +279,29 @@ def set_key(root: DictConfig, key: str, value: Any, source: str) -> None:
     interpolation = isinstance(value, str) and "${" in value and not isinstance(child, StringNode)
     if strict_bool or bool_as_number or interpolation:
         raise ConfigError(f"{where}{key} expects {_expects(child)}, got {value!r}")
+    # numbers as the field declares them (YAML 1.1 reads 1e-3 as a string; OmegaConf warns when it converts)
+    if isinstance(child, (FloatNode, IntegerNode)):
+        value = _number(value, float if isinstance(child, FloatNode) else int)
+    elif isinstance(child, ListConfig) and child._metadata.element_type in (float, int) and isinstance(value, list):
+        value = [_number(v, child._metadata.element_type) for v in value]
     try:
         node[parts[-1]] = _literal(value, f"{where}{key}")
     except ValidationError:
         if value is None:
             raise ConfigError(f"{where}{key} cannot be null") from None
         raise ConfigError(f"{where}{key} expects {_expects(child)}, got {value!r}") from None
+
+
+def _number(value: Any, tp: type) -> Any:
+    """`value` as `tp` where that is exact (an int as a float, "1e-3" as a float, "3" as an int); else as given,
+    for OmegaConf to refuse."""
+    if isinstance(value, bool) or value is None:
+        return value
+    try:
+        converted = tp(value) if isinstance(value, (str, int)) else value
+    except ValueError:
+        return value
+    return converted if tp is float or not isinstance(value, str) or str(converted) == value.strip() else value
 
 
 def _literal(value: Any, key: str) -> Any:
@@ -334,12 +364,25 @@ def resolve(
         cfg: RunConfig = OmegaConf.to_object(root)
     except OmegaConfBaseException as e:  # a safety net: set_key already refused what OmegaConf would
         raise ConfigError(f"config can't be resolved: {str(e).splitlines()[0]}") from None
+    for key, value, rng in out_of_range_keys(cfg):
+        prefix = "" if sources[key] in (COMMAND_LINE, DEFAULT) else f"{sources[key].split(' (')[0]}: "
+        each = " (each)" if isinstance(value, list) else ""
+        raise ConfigError(f"{prefix}{key}={_yaml_value(value)} is out of range: it must be {rng}{each}")
     for key, allowed in (("stage", STAGES), ("train.vector_env", VECTOR_ENVS)):
         value = OmegaConf.select(root, key)
         if value not in allowed:
             prefix = "" if sources[key] in (COMMAND_LINE, DEFAULT) else f"{sources[key].split(' (')[0]}: "
             raise ConfigError(f"{prefix}{key} must be one of {', '.join(allowed)}, got {value!r}")
     return cfg, sources
+
+
+def out_of_range_keys(cfg: Any, prefix: str = "") -> list[tuple[str, Any, Range]]:
+    """(dotted key, value, range) of every field outside the LIMITS its dataclass declares."""
+    bad = [(prefix + name, value, rng) for name, value, rng in out_of_range(cfg)]
+    for f in dataclasses.fields(cfg):
+        if dataclasses.is_dataclass(getattr(cfg, f.name)):
+            bad += out_of_range_keys(getattr(cfg, f.name), f"{prefix}{f.name}.")
+    return bad
 
 
 def build_config(overrides: dict[str, Any]) -> RunConfig:

@@ -107,6 +107,8 @@ def _int(ov: dict[str, Any], key: str) -> int | None:
     value = ov.pop(key)
     if not isinstance(value, int) or isinstance(value, bool):
         raise ConfigError(f"{key} expects int, got {value!r}")
+    if value < (1 if key == "episodes" else 0):
+        raise ConfigError(f"{key}={value} is out of range: it must be >= {1 if key == 'episodes' else 0}")
     return value
 
 

@@ -53,7 +53,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but no CUDA device is available; use device=cpu or device=auto")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name} is not a torch device; use auto, cpu, cuda or cuda:N") from None
 
 
 def seed_everything(seed: int) -> None:

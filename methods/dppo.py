@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
+from common.limits import AT_LEAST_ONE, DISCOUNT, NON_NEGATIVE, POSITIVE, Range
 from methods.base import MethodContext, Rollout
 from methods.policies.diffusion import DiffusionPolicy, gaussian_log_prob
 from methods.ppo import PPOConfig, PPOMethod, check_logprob_reduction
@@ -42,6 +43,17 @@ class DPPOConfig(PPOConfig):
     logprob_batch_size: int = 10000
     """Samples per forward pass when recomputing the old log-probs (memory only; results unchanged)."""
 
+    LIMITS: ClassVar[dict[str, Range]] = {
+        **PPOConfig.LIMITS,
+        "ft_denoising_steps": AT_LEAST_ONE,
+        "gamma_denoise": DISCOUNT,
+        "clip_base": POSITIVE,
+        "clip_rate": NON_NEGATIVE,
+        "min_sampling_std": NON_NEGATIVE,
+        "min_logprob_std": NON_NEGATIVE,
+        "logprob_batch_size": AT_LEAST_ONE,
+    }
+
 
 def clip_schedule(n_ft: int, base: float, final: float, rate: float) -> torch.Tensor:
     """Clip range per fine-tuned step i = 0..K'-1, growing exponentially from base to final."""
@@ -60,6 +72,7 @@ class DPPO(PPOMethod):
 
     @classmethod
     def check_config(cls, cfg: DPPOConfig, policy: DiffusionPolicy | None = None) -> None:
+        super().check_config(cfg, policy)
         check_logprob_reduction(cfg.logprob_reduction)
         if policy is None:
             return

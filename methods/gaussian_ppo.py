@@ -40,6 +40,7 @@ class GaussianPPO(PPOMethod):
 
     @classmethod
     def check_config(cls, cfg: GaussianPPOConfig, policy=None) -> None:
+        super().check_config(cfg, policy)
         check_logprob_reduction(cfg.logprob_reduction)
 
     def __init__(self, cfg: GaussianPPOConfig, ctx: MethodContext):

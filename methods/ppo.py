@@ -14,11 +14,12 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from common.limits import AT_LEAST_ONE, DISCOUNT, FRACTION, NON_NEGATIVE, POSITIVE, Range
 from methods.base import Method, MethodContext, Rollout
 from methods.policies.networks import ValueCritic
 
@@ -79,6 +80,32 @@ class PPOConfig:
     """Critic activation: relu, mish, tanh, elu or gelu."""
     critic_residual: bool = True
     """Build the critic from residual blocks (reference: residual_style) instead of a plain MLP."""
+
+    LIMITS: ClassVar[dict[str, Range]] = {
+        "gamma": DISCOUNT,
+        "gae_lambda": FRACTION,
+        "update_epochs": AT_LEAST_ONE,
+        "batch_size": AT_LEAST_ONE,
+        "clip": POSITIVE,
+        "clip_value": POSITIVE,
+        "vf_coef": NON_NEGATIVE,
+        "target_kl": POSITIVE,
+        "adv_clip_quantiles": FRACTION,
+        "n_critic_warmup_itr": NON_NEGATIVE,
+        "max_grad_norm": POSITIVE,
+        "reward_scale_const": POSITIVE,
+        "actor_lr": NON_NEGATIVE,
+        "actor_min_lr": NON_NEGATIVE,
+        "actor_lr_warmup": NON_NEGATIVE,
+        "actor_lr_cycle": AT_LEAST_ONE,
+        "actor_weight_decay": NON_NEGATIVE,
+        "critic_lr": NON_NEGATIVE,
+        "critic_min_lr": NON_NEGATIVE,
+        "critic_lr_warmup": NON_NEGATIVE,
+        "critic_lr_cycle": AT_LEAST_ONE,
+        "critic_weight_decay": NON_NEGATIVE,
+        "critic_hidden": AT_LEAST_ONE,
+    }
 
 
 def gae(
@@ -172,6 +199,18 @@ def clipped_surrogate(
 
 class PPOMethod(Method):
     config_cls = PPOConfig
+
+    @classmethod
+    def check_config(cls, cfg: PPOConfig, policy=None) -> None:
+        lo_hi = cfg.adv_clip_quantiles
+        if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
+            raise ValueError(f"algo.adv_clip_quantiles must be [low, high] with low <= high, got {lo_hi}")
+        for who in ("actor", "critic"):
+            warmup, cycle = getattr(cfg, f"{who}_lr_warmup"), getattr(cfg, f"{who}_lr_cycle")
+            if warmup >= cycle:
+                raise ValueError(
+                    f"algo.{who}_lr_warmup={warmup} must be shorter than algo.{who}_lr_cycle={cycle} (iterations)"
+                )
 
     def __init__(self, cfg: PPOConfig, ctx: MethodContext):
         super().__init__(cfg, ctx)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from common.limits import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
 from methods.ppo import cosine_warmup_lr
 
 
@@ -37,6 +39,17 @@ class PretrainConfig:
     """AdamW weight decay."""
     ema_decay: float = 0.995
     """Per-step decay of the EMA of the weights; the EMA policy is what pre-training returns and saves."""
+
+    LIMITS: ClassVar[dict[str, Range]] = {
+        "n_steps": AT_LEAST_ONE,
+        "n_epochs": AT_LEAST_ONE,
+        "batch_size": AT_LEAST_ONE,
+        "lr": POSITIVE,
+        "min_lr": NON_NEGATIVE,
+        "warmup_steps": NON_NEGATIVE,
+        "weight_decay": NON_NEGATIVE,
+        "ema_decay": Range(0, 1, hi_open=True),
+    }
 
 
 def pretrain(

@@ -3,15 +3,20 @@ result, and salvage of damaged append-only files."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+from envs.tasks import data_dir, get_task
 from experiments.faults import PAUSE_AFTER_ITR
 from experiments.grids import get_grid
 from experiments.run import HELD_EXIT_CODE
-from tests.test_cli import read_rows, run_cli
+from tests.test_cli import assert_clean_error, read_rows, run_cli
 from tests.waiting import attempts, kill_at_pause_point, wait_for, wait_until_paused
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,3 +121,87 @@ def test_resume_keeps_valid_rows_around_a_corrupted_one_and_survives_torn_lines(
     assert (run_dir / "metrics.corrupt.jsonl").read_text() == lines[1] + "\n"
     assert [r["itr"] for r in read_rows(run_dir)] == [0, 2, 3, 4, 5, 6, 7]  # row 4 was after the checkpoint: redone
     assert [a["start_itr"] for a in attempts(run_dir)] == [0, 4]
+
+
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("train.eval_episodes=0", "train.eval_episodes=0 is out of range: it must be >= 1"),
+        ("train.n_steps=0", "train.n_steps=0 is out of range: it must be >= 1"),
+        ("algo.batch_size=0", "algo.batch_size=0 is out of range: it must be >= 1"),
+        ("train.eval_every=-1", "train.eval_every=-1 is out of range: it must be >= 0"),
+        ("algo.actor_lr=-1", "algo.actor_lr=-1.0 is out of range: it must be >= 0"),
+        ("train.n_iterations=0", "train.n_iterations=0 is out of range: it must be >= 1"),
+        ("algo.update_epochs=0", "algo.update_epochs=0 is out of range: it must be >= 1"),
+        ("device=tpu", "device=tpu is not a torch device; use auto, cpu, cuda or cuda:N"),
+        ("threads=0", "threads=0 is out of range: it must be >= 1"),
+        ("seed=-1", "seed=-1 is out of range: it must be in [0, 4294967295]"),
+        ("train.n_envs=0", "train.n_envs=0 is out of range: it must be >= 1"),
+        ("train.save_every=0", "train.save_every=0 is out of range: it must be >= 1"),
+        ("algo.ft_denoising_steps=0", "algo.ft_denoising_steps=0 is out of range: it must be >= 1"),
+        ("algo.ft_denoising_steps=21", "algo.ft_denoising_steps must be in [1, 20] (the policy's sampling steps)"),
+        ("policy.hidden=[16,0,16]", "policy.hidden=[16, 0, 16] is out of range: it must be >= 1 (each)"),
+        ("pretrain.ema_decay=1", "pretrain.ema_decay=1.0 is out of range: it must be in [0, 1)"),
+        ("algo.actor_lr_warmup=100", "algo.actor_lr_warmup=100 must be shorter than algo.actor_lr_cycle=100"),
+        ("algo.adv_clip_quantiles=[0.9,0.1]", "algo.adv_clip_quantiles must be [low, high] with low <= high"),
+    ],
+)
+def test_every_bad_value_is_one_line_before_anything_is_written(arg, message, tmp_path):
+    proc = run_cli(*TINY, f"results_dir={tmp_path / 'r'}", arg)
+    assert_clean_error(proc, message)
+    assert not (tmp_path / "r").exists()
+
+
+def test_policy_overrides_against_a_checkpoint_and_bad_evaluate_arguments_are_one_line(tmp_path):
+    pre = run_cli(*TINY, f"results_dir={tmp_path}", "stage=pretrain", "name=pre")
+    assert pre.returncode == 0, pre.stderr
+    ckpt = tmp_path / "pre" / "checkpoints" / "pretrained.pt"
+    proc = run_cli(*TINY, f"results_dir={tmp_path / 'r'}", f"checkpoint={ckpt}", "policy.hidden=[16,16,16]")
+    assert_clean_error(proc, "policy.* overrides", "conflict with the checkpoint's")
+    assert not (tmp_path / "r").exists()
+    for arg, message in (("episodes=0", "episodes=0 is out of range"), ("episodes=abc", "episodes expects int")):
+        assert_clean_error(run_cli(f"checkpoint={ckpt}", arg, module="experiments.evaluate"), message)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "can't be read (EOFError"),
+        (b"PK\x03\x04 truncated", "can't be read (BadZipFile"),
+        (b"not a numpy file at all", "can't be read"),
+        (None, "has 3 non-finite (NaN or infinite) values in its states"),
+    ],
+)
+def test_a_damaged_dataset_is_one_line_naming_it_and_the_fix(content, message, tmp_path):
+    get_task("avoid_m2").load_dataset()  # the default one, generated if missing; the test damages a copy
+    data = tmp_path / "data"
+    shutil.copytree(data_dir() / "avoid_m2", data / "avoid_m2")
+    train = data / "avoid_m2" / "train.npz"
+    if content is None:
+        with np.load(train) as f:
+            arrays = dict(f)
+        arrays["states"][:3, 0] = np.nan
+        np.savez(train, **arrays)
+    else:
+        train.write_bytes(content)
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.run", *TINY, f"results_dir={tmp_path / 'r'}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DPPO_DATA_DIR": str(data)},
+    )
+    assert_clean_error(proc, f"{train} ", message, "delete its folder and the next run generates it again")
+    assert not (tmp_path / "r").exists()
+
+
+def test_make_tables_flags_uninterpretable_records_and_writes_nothing_without_runs(tmp_path, capsys):
+    from analysis.make_tables import main as make_tables
+
+    results = tmp_path / "results"
+    (results / "odd").mkdir(parents=True)
+    (results / "odd" / "config.json").write_text("{}")
+    assert make_tables(["--results", str(results)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "holds no run records" in err and "odd: config.json is unreadable or not" in err
+    assert sorted(p.name for p in results.iterdir()) == ["odd"]  # no analysis/ folder written into it

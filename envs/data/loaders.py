@@ -162,11 +162,23 @@ def load_d4rl_hdf5(path: str | Path, obs_dim: int, act_dim: int) -> Trajectories
     )
 
 
+REGENERATE = "if it is a task's default dataset, delete its folder and the next run generates it again"
+
+
 def load_dataset(path: str | Path, obs_dim: int, act_dim: int) -> Trajectories:
-    """Dispatch on the file type: D4RL HDF5 (.hdf5/.h5) or the reference's train.npz."""
+    """Dispatch on the file type: D4RL HDF5 (.hdf5/.h5) or the reference's train.npz. A file that can't be
+    read, or holds NaN or infinite values, is a DatasetError naming it and how to get a good one."""
     suffix = Path(path).suffix.lower()
-    if suffix in (".hdf5", ".h5"):
-        return load_d4rl_hdf5(path, obs_dim, act_dim)
-    if suffix == ".npz":
-        return load_npz(path, obs_dim, act_dim)
-    raise DatasetError(f"{path}: unknown dataset format {suffix!r}; use a D4RL .hdf5 or the reference's train.npz")
+    if suffix not in (".hdf5", ".h5", ".npz"):
+        raise DatasetError(f"{path}: unknown dataset format {suffix!r}; use a D4RL .hdf5 or the reference's train.npz")
+    try:
+        data = load_d4rl_hdf5(path, obs_dim, act_dim) if suffix != ".npz" else load_npz(path, obs_dim, act_dim)
+    except DatasetError:
+        raise
+    except Exception as e:  # truncated, empty or foreign files fail inside numpy, zipfile or h5py
+        raise DatasetError(f"{path} can't be read ({type(e).__name__}: {e}); {REGENERATE}") from None
+    for name, values in (("states", data.states), ("actions", data.actions)):
+        bad = int(np.size(values) - np.isfinite(values).sum())
+        if bad:
+            raise DatasetError(f"{path} has {bad} non-finite (NaN or infinite) values in its {name}; {REGENERATE}")
+    return data

@@ -12,11 +12,13 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
+from common.limits import AT_LEAST_ONE, POSITIVE, Range
 from methods.policies.networks import DiffusionMLP
 
 
@@ -50,6 +52,16 @@ class DiffusionPolicyConfig:
     """Sampling noise z ~ N(0, 1) is clipped to +-this at every reverse step (reference: randn_clip_value)."""
     final_action_clip: float | None = None
     """Clip the sampled chunk to +-this after the last step; None: no clipping (reference: final_action_clip_value)."""
+
+    LIMITS: ClassVar[dict[str, Range]] = {
+        "denoising_steps": AT_LEAST_ONE,
+        "hidden": AT_LEAST_ONE,
+        "time_dim": AT_LEAST_ONE,
+        "ddim_steps": AT_LEAST_ONE,
+        "denoised_clip": POSITIVE,
+        "randn_clip": POSITIVE,
+        "final_action_clip": POSITIVE,
+    }
 
 
 class DiffusionPolicy(nn.Module):

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from common.limits import AT_LEAST_ONE, POSITIVE, Range
 from methods.policies.networks import make_mlp
 
 
@@ -40,6 +42,14 @@ class GaussianPolicyConfig:
     """Sampled actions stay within +-this many stds of the mean (reference: randn_clip_value)."""
     tanh_mean: bool = True
     """Squash the predicted mean into [-1, 1] with tanh (reference Gaussian_MLP: tanh_output)."""
+
+    LIMITS: ClassVar[dict[str, Range]] = {
+        "hidden": AT_LEAST_ONE,
+        "fixed_std": POSITIVE,
+        "std_min": POSITIVE,
+        "std_max": POSITIVE,
+        "randn_clip": POSITIVE,
+    }
 
 
 class GaussianPolicy(nn.Module):
