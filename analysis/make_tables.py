@@ -210,6 +210,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {no_results_folder(args.results)}", file=sys.stderr)
         return 1
 
+    try:
+        return write_everything(args, out, formats, budgets)
+    except OSError as e:
+        print(f"error: can't write {e.filename or out} ({e.strerror}); pass --out <a writable folder>", file=sys.stderr)
+        return 1
+
+
+def write_everything(args: argparse.Namespace, out: Path, formats: list[str], budgets) -> int:
     t0 = time.perf_counter()
     items, figs, missing, messages = build(args.results, budgets, args.bootstrap_reps, args.stale_minutes * 60, out)
     for m in messages:

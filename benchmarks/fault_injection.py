@@ -4,10 +4,11 @@
 
 For each of `--runs` tiny Avoid runs (stage=all: pre-training, then DPPO or Gaussian PPO; each its own seed):
 1. an uninterrupted reference run;
-2. the same run started, SIGKILLed at a random moment (uniform over 0.3 s to 60% of its reference wall-clock, so kills
+2. the same run started, SIGKILLed at a random moment (uniform up to 70% of its reference wall-clock left, so kills
    land in start-up, pre-training, the switch to fine-tuning, rollouts, updates, checkpoint writes and the final
    evaluation), resumed with --resume, killed again, ... `--kills-per-run` times, then resumed to the end;
-3. one kill right after the last checkpoint, before the summary (the run pauses there: experiments/faults.py).
+3. one kill right after the last checkpoint, before the summary (the run pauses there: experiments/faults.py);
+4. kills aimed at the moment pretrained.pt appears, and at a checkpoint file being written (if one is seen).
 Then a grid: its launcher SIGKILLed mid-grid (its runs die with it), and two launchers started at once with --resume.
 
 Every run must end with metrics rows (timings aside), evaluation episodes (rollouts_*.json) and summary evaluations
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +84,22 @@ def compare(name: str, got: Path, ref: Path) -> list[str]:
     return [f"{name}: {p}" for p in problems]
 
 
-def killed_and_resumed(results: Path, name: str, method: str, seed: int, kills: int, span: float, rng) -> int:
+def phase(run_dir: Path) -> str:
+    """Where a run was when it was killed, from what its record held then."""
+    ckpt = run_dir / "checkpoints"
+    if any(ckpt.glob("*.tmp")):
+        return "writing a checkpoint"
+    if not (ckpt / "pretrained.pt").is_file():
+        return "start-up or pre-training"
+    if not (run_dir / "initial_eval.json").is_file():
+        return "between pre-training and fine-tuning"
+    rows = len((run_dir / "metrics.jsonl").read_text().splitlines()) if (run_dir / "metrics.jsonl").is_file() else 0
+    return "after the last iteration" if rows >= 10 else "fine-tuning"
+
+
+def killed_and_resumed(
+    results: Path, name: str, method: str, seed: int, kills: int, span: float, rng, phases: Counter
+) -> int:
     """Kill the run `kills` times at random moments, resuming each time, then let it finish. Returns kills done."""
     args, done = run_args(results, name, method, seed), 0
     first = True
@@ -90,12 +107,15 @@ def killed_and_resumed(results: Path, name: str, method: str, seed: int, kills: 
         proc = start(args if first else [*args, "--resume"])
         first = False
         if done < kills:
-            deadline = time.monotonic() + rng.uniform(0.3, 0.6 * span)
+            rows = results / name / "metrics.jsonl"
+            left = 1 - (len(rows.read_text().splitlines()) / 10 if rows.is_file() else 0)  # of the run's work
+            deadline = time.monotonic() + rng.uniform(0.3, max(3.0, 0.7 * span * left))
             while time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.02)
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+                phases[phase(results / name)] += 1
                 done += 1
                 continue
         proc.wait()
@@ -120,6 +140,33 @@ def killed_after_last_checkpoint(results: Path, name: str, method: str, seed: in
         [sys.executable, "-m", "experiments.run", *args, "--resume"], cwd=REPO, capture_output=True
     ).returncode:
         raise RuntimeError(f"{name}: resume after the last checkpoint failed")
+
+
+def kill_when(proc: subprocess.Popen, seen) -> bool:
+    """SIGKILL `proc` as soon as `seen()` holds (polled every millisecond); False if it ended first."""
+    while proc.poll() is None:
+        if seen():
+            proc.kill()
+            proc.wait()
+            return True
+        time.sleep(0.001)
+    return False
+
+
+def killed_in_windows(results: Path, name: str, method: str, seed: int) -> list[str]:
+    """Kills aimed at two short windows: right after pretrained.pt is written (before fine-tuning starts), and
+    while a checkpoint file is being written (caught only if a write lasts long enough to be seen)."""
+    args, ckpt = run_args(results, name, method, seed), results / name / "checkpoints"
+    hit = []
+    if kill_when(start(args), lambda: (ckpt / "pretrained.pt").is_file()):
+        hit.append("right after pre-training")
+    if kill_when(start([*args, "--resume"]), lambda: any(ckpt.glob("*.tmp"))):
+        hit.append("writing a checkpoint")
+    if subprocess.run(
+        [sys.executable, "-m", "experiments.run", *args, "--resume"], cwd=REPO, capture_output=True
+    ).returncode:
+        raise RuntimeError(f"{name}: the last resume failed")
+    return hit
 
 
 def grid(results: Path, rng: random.Random) -> tuple[list[str], int]:
@@ -167,7 +214,7 @@ def main() -> int:
     args = p.parse_args()
     rng = random.Random(args.seed)
     results = args.out or Path(tempfile.mkdtemp(prefix="fault-injection-"))
-    problems, kills, t_start = [], 0, time.monotonic()
+    problems, kills, t_start, phases = [], 0, time.monotonic(), Counter()
     for i in range(args.runs):
         method = ("dppo", "gaussian_ppo")[i % 2]
         t0 = time.monotonic()
@@ -176,16 +223,19 @@ def main() -> int:
         if ref.returncode:
             raise RuntimeError(ref.stderr[-2000:])
         span = time.monotonic() - t0
-        n = killed_and_resumed(results, f"hit{i}", method, i, args.kills_per_run, span, rng)
+        n = killed_and_resumed(results, f"hit{i}", method, i, args.kills_per_run, span, rng, phases)
         killed_after_last_checkpoint(results, f"late{i}", method, i)
-        kills += n + 1
+        aimed = killed_in_windows(results, f"aim{i}", method, i)
+        phases.update(f"aimed: {a}" for a in aimed)
+        kills += n + 1 + len(aimed)
         found = compare(f"hit{i}", results / f"hit{i}", results / f"ref{i}")
         found += compare(f"late{i}", results / f"late{i}", results / f"ref{i}")
+        found += compare(f"aim{i}", results / f"aim{i}", results / f"ref{i}")
         attempts = len((results / f"hit{i}" / "attempts.jsonl").read_text().splitlines())
         verdict = "identical" if not found else "DIFFERENT: " + "; ".join(found)
         print(
             f"run {i} ({method}, seed {i}): reference {span:.1f} s; {n} random kills ({attempts} fine-tuning "
-            f"attempts) + 1 after the last checkpoint: {verdict}"
+            f"attempts) + 1 after the last checkpoint + aimed at: {', '.join(aimed) or 'none caught'}: {verdict}"
         )
         problems += found
     found, launcher_kills = grid(results, rng)
@@ -195,6 +245,7 @@ def main() -> int:
         f"\n{kills} run kills over {args.runs} runs and {launcher_kills} launcher kill + 2 concurrent launchers "
         f"in {minutes:.1f} min: {len(problems)} difference(s); records in {results}"
     )
+    print("kills by where the run was: " + ", ".join(f"{k} {v}" for k, v in phases.most_common()))
     for problem in problems:
         print(f"  {problem}")
     return 1 if problems else 0

@@ -205,3 +205,24 @@ def test_make_tables_flags_uninterpretable_records_and_writes_nothing_without_ru
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "holds no run records" in err and "odd: config.json is unreadable or not" in err
     assert sorted(p.name for p in results.iterdir()) == ["odd"]  # no analysis/ folder written into it
+
+
+def test_an_unwritable_results_folder_is_one_line_everywhere(tmp_path, capsys):
+    blocker = tmp_path / "a_file"  # a file where a folder should be: unwritable even for root
+    blocker.write_text("not a folder")
+    assert_clean_error(run_cli(*TINY, f"results_dir={blocker / 'sub'}"), "can't write in", "results_dir=")
+    proc = subprocess.run(
+        [sys.executable, "run_all.py", "--grid", "smoke_dppo", "--results", str(blocker / "sub")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "can't write in" in proc.stderr
+
+    from analysis.make_tables import main as make_tables
+
+    records = REPO / "tests" / "fixtures" / "records"
+    assert make_tables(["--results", str(records), "--out", str(blocker / "out"), "--bootstrap-reps", "10"]) == 1
+    err = capsys.readouterr().err
+    assert "can't write" in err and "--out" in err and "Traceback" not in err
+    assert blocker.read_text() == "not a folder"
