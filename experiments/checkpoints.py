@@ -8,7 +8,6 @@ samples exactly as the fine-tuning run did.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 
 from envs.normalizer import MinMaxNormalizer
+from experiments.record import save_torch_atomic
 from methods.policies import POLICIES
 
 CHECKPOINT_FORMAT = "dppo-bench/policy/1"
@@ -41,9 +41,7 @@ def save_policy(path: Path, policy: torch.nn.Module, task: str, normalizer: MinM
         **extra,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    save_torch_atomic(payload, path)
 
 
 def read_checkpoint(

@@ -101,13 +101,35 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write `path` whole or not at all: a file that exists is complete; a failed write (a full disk) leaves
+    nothing behind and raises the OSError."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode())
+
+
+def save_torch_atomic(obj: Any, path: Path) -> None:
+    """torch.save, atomically; serialised in memory first, since torch.save reports a full disk as an
+    unspecific RuntimeError and plain file writes report it as OSError(ENOSPC)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def write_json_atomic(path: Path, data: Any, indent: int | None = 2) -> None:

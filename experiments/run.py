@@ -11,6 +11,7 @@ each value with its source and doc, and exit).
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import random
 import sys
@@ -43,6 +44,9 @@ USER_ERRORS = (
     FloatingPointError,
 )
 
+
+# A full disk or quota, a read-only file system, no permission: the user's to fix, so one line, no traceback.
+STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 # Exit status of a run another live process is writing (EX_TEMPFAIL): launchers wait for that process instead.
 HELD_EXIT_CODE = 75
@@ -230,6 +234,14 @@ def main(argv: list[str] | None = None) -> int:
         return HELD_EXIT_CODE
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in STORAGE_ERRORS:
+            raise
+        print(
+            f"error: {e.strerror} writing {e.filename or cfg.results_dir}; free space or pass results_dir=",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("interrupted; continue with --resume", file=sys.stderr)

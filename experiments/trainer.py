@@ -23,7 +23,7 @@ from envs.tasks import TaskSpec
 from envs.vector import make_vector_env
 from experiments.config import RunConfig
 from experiments.faults import pause_point
-from experiments.record import RunRecord, read_json
+from experiments.record import RunRecord, read_json, save_torch_atomic
 from methods.base import Method, MethodContext, Rollout, TaskInfo, TrainingBudget
 
 
@@ -260,19 +260,14 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoints
     def save_state(self, next_itr: int, wall_time: float) -> None:
-        path = self.record.ckpt_dir / "state.pt"
-        tmp = path.with_suffix(".tmp")
-        torch.save(
-            {
-                "next_itr": next_itr,
-                "env_steps": self.env_steps,
-                "wall_time": wall_time,
-                "method": self.method.state_dict(),
-                "rng": rng_state(),
-            },
-            tmp,
-        )
-        os.replace(tmp, path)
+        state = {
+            "next_itr": next_itr,
+            "env_steps": self.env_steps,
+            "wall_time": wall_time,
+            "method": self.method.state_dict(),
+            "rng": rng_state(),
+        }
+        save_torch_atomic(state, self.record.ckpt_dir / "state.pt")
 
     def load_state(self) -> tuple[int, float]:
         path = self.record.ckpt_dir / "state.pt"

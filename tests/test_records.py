@@ -226,3 +226,30 @@ def test_an_unwritable_results_folder_is_one_line_everywhere(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "can't write" in err and "--out" in err and "Traceback" not in err
     assert blocker.read_text() == "not a folder"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 24 KiB file system (tmpfs; needs root, as the Slurm tests do), grown to 16 MiB by calling the result."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24k", "tmpfs", str(mnt)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"can't mount a small tmpfs here ({mounted.stderr.decode().strip()}); needs root")
+    grow = lambda: subprocess.run(["mount", "-o", "remount,size=16m", str(mnt)], check=True)  # noqa: E731
+    yield mnt, grow
+    subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_a_full_disk_is_one_line_and_the_run_resumes_once_there_is_space(small_disk):
+    disk, grow = small_disk
+    args = [*TINY, f"results_dir={disk}", "train.n_iterations=2"]
+    full = run_cli(*args)
+    assert_clean_error(full, "No space left on device", "free space or pass results_dir=")
+    run_dir = disk / "dppo_avoid_m2_s0"
+    assert not list(run_dir.rglob("*.tmp")) and not list(run_dir.rglob("*.pt"))  # nothing half-written left
+    assert not (run_dir / "summary.json").exists()
+    grow()
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [r["itr"] for r in read_rows(run_dir)] == [0, 1] and (run_dir / "summary.json").is_file()
