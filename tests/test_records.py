@@ -16,20 +16,12 @@ from envs.tasks import data_dir, get_task
 from experiments.faults import PAUSE_AFTER_ITR
 from experiments.grids import get_grid
 from experiments.run import HELD_EXIT_CODE
+from tests.test_cli import TINY as CLI_TINY
 from tests.test_cli import assert_clean_error, read_rows, run_cli
 from tests.waiting import attempts, kill_at_pause_point, wait_for, wait_until_paused
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = [
-    "method=dppo",
-    "task=avoid_m2",
-    "pretrain.n_steps=50",
-    "policy.hidden=[32,32,32]",
-    "train.n_envs=2",
-    "train.eval_episodes=4",
-    "train.eval_every=2",
-    "progress=false",
-]
+TINY = ["method=dppo", "task=avoid_m2", *CLI_TINY, "train.eval_every=2"]  # later keys win: tests add their own
 TIMINGS = ("wall_time", "time_iteration", "time_sample", "time_env", "time_update")
 
 
