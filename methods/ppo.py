@@ -11,7 +11,6 @@ Defaults are the reference's Avoid fine-tuning values
 
 from __future__ import annotations
 
-import math
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -21,11 +20,12 @@ import torch
 
 from common.limits import AT_LEAST_ONE, DISCOUNT, FRACTION, NON_NEGATIVE, POSITIVE, Range
 from methods.base import Method, MethodContext, Rollout
+from methods.optim import ActorOptim, CriticOptim, adamw, check_lr_schedules, scheduled_lr, set_lr
 from methods.policies.networks import ValueCritic
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(ActorOptim, CriticOptim):
     gamma: float = 0.99
     """Discount factor per env step, i.e. per executed action chunk (reference: gamma)."""
     gae_lambda: float = 0.95
@@ -48,40 +48,14 @@ class PPOConfig:
     """[lower, upper] quantiles a minibatch's advantages are clamped to after normalising; [0, 1]: no clamp."""
     n_critic_warmup_itr: int = 1
     """First iterations that train only the critic; the actor LR schedule starts after them (reference name)."""
-    max_grad_norm: float | None = None
-    """Clip the actor's gradient to this global norm (the critic's is not clipped); None disables."""
     reward_scale_running: bool = True
     """Divide rewards by the running std of the discounted return (no mean shift), then clip them to +-10."""
     reward_scale_const: float = 1.0
     """Constant multiplier on rewards, applied after any running scaling (reference: reward_scale_const)."""
-    actor_lr: float = 1e-5
-    """Actor's peak AdamW LR, reached after `actor_lr_warmup` iterations of each cycle."""
-    actor_min_lr: float = 1e-5
-    """Actor's LR at warm-up start and cosine-decay end; equal to actor_lr (the default) gives a constant LR."""
-    actor_lr_warmup: int = 10
-    """Iterations of linear actor-LR warm-up from actor_min_lr to actor_lr at the start of each cycle."""
-    actor_lr_cycle: int = 100
-    """Iterations per actor-LR warm-up + cosine-decay cycle (restarts), counted from the end of critic warm-up."""
-    actor_weight_decay: float = 0.0
-    """AdamW weight decay of the actor's parameters."""
-    critic_lr: float = 1e-3
-    """Critic's peak AdamW LR, reached after `critic_lr_warmup` iterations of each cycle."""
-    critic_min_lr: float = 1e-3
-    """Critic's LR at warm-up start and cosine-decay end; equal to critic_lr (the default) gives a constant LR."""
-    critic_lr_warmup: int = 10
-    """Iterations of linear critic-LR warm-up from critic_min_lr to critic_lr at the start of each cycle."""
-    critic_lr_cycle: int = 100
-    """Length in iterations of one critic-LR warm-up + cosine-decay cycle, counted from iteration 0."""
-    critic_weight_decay: float = 0.0
-    """AdamW weight decay of the critic's parameters."""
-    critic_hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
-    """Hidden widths of the state-value critic V(s) MLP (residual: an odd number of equal widths)."""
-    critic_activation: str = "mish"
-    """Critic activation: relu, mish, tanh, elu or gelu."""
-    critic_residual: bool = True
-    """Build the critic from residual blocks (reference: residual_style) instead of a plain MLP."""
 
     LIMITS: ClassVar[dict[str, Range]] = {
+        **ActorOptim.LIMITS,
+        **CriticOptim.LIMITS,
         "gamma": DISCOUNT,
         "gae_lambda": FRACTION,
         "update_epochs": AT_LEAST_ONE,
@@ -92,19 +66,7 @@ class PPOConfig:
         "target_kl": POSITIVE,
         "adv_clip_quantiles": FRACTION,
         "n_critic_warmup_itr": NON_NEGATIVE,
-        "max_grad_norm": POSITIVE,
         "reward_scale_const": POSITIVE,
-        "actor_lr": NON_NEGATIVE,
-        "actor_min_lr": NON_NEGATIVE,
-        "actor_lr_warmup": NON_NEGATIVE,
-        "actor_lr_cycle": AT_LEAST_ONE,
-        "actor_weight_decay": NON_NEGATIVE,
-        "critic_lr": NON_NEGATIVE,
-        "critic_min_lr": NON_NEGATIVE,
-        "critic_lr_warmup": NON_NEGATIVE,
-        "critic_lr_cycle": AT_LEAST_ONE,
-        "critic_weight_decay": NON_NEGATIVE,
-        "critic_hidden": AT_LEAST_ONE,
     }
 
 
@@ -167,14 +129,6 @@ class RunningRewardScaler:
         self.ret, self.mean, self.var, self.count = np.array(s["ret"]), s["mean"], s["var"], s["count"]
 
 
-def cosine_warmup_lr(step: int, max_lr: float, min_lr: float, warmup: int, cycle: int) -> float:
-    """Linear warm-up from min_lr to max_lr, then cosine decay back to min_lr; restarts every `cycle`."""
-    s = step % cycle
-    if s < warmup:
-        return min_lr + (max_lr - min_lr) * s / warmup
-    return min_lr + (max_lr - min_lr) * (1 + math.cos(math.pi * (s - warmup) / (cycle - warmup))) / 2
-
-
 # How a method reduces per-dim log-densities to one per sample: "mean_clamped" as the reference does
 # (the mean, clamped to [-5, 2]; which entries enter the mean is the method's), "sum" the exact log-density.
 LOGPROB_REDUCTIONS = ("mean_clamped", "sum")
@@ -205,23 +159,14 @@ class PPOMethod(Method):
         lo_hi = cfg.adv_clip_quantiles
         if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1]:
             raise ValueError(f"algo.adv_clip_quantiles must be [low, high] with low <= high, got {lo_hi}")
-        for who in ("actor", "critic"):
-            warmup, cycle = getattr(cfg, f"{who}_lr_warmup"), getattr(cfg, f"{who}_lr_cycle")
-            if warmup >= cycle:
-                raise ValueError(
-                    f"algo.{who}_lr_warmup={warmup} must be shorter than algo.{who}_lr_cycle={cycle} (iterations)"
-                )
+        check_lr_schedules(cfg)
 
     def __init__(self, cfg: PPOConfig, ctx: MethodContext):
         super().__init__(cfg, ctx)
         self.critic = ValueCritic(ctx.task.obs_dim, cfg.critic_hidden, cfg.critic_activation, cfg.critic_residual)
         self.critic.to(self.device)
-        self.actor_optimizer = torch.optim.AdamW(
-            self.actor_parameters(), lr=cfg.actor_min_lr, weight_decay=cfg.actor_weight_decay
-        )
-        self.critic_optimizer = torch.optim.AdamW(
-            self.critic.parameters(), lr=cfg.critic_min_lr, weight_decay=cfg.critic_weight_decay
-        )
+        self.actor_optimizer = adamw(self.actor_parameters(), cfg, "actor")
+        self.critic_optimizer = adamw(self.critic.parameters(), cfg, "critic")
         self.reward_scaler: RunningRewardScaler | None = None
 
     def nonfinite_advice(self, loss: str) -> str:
@@ -246,20 +191,14 @@ class PPOMethod(Method):
 
     # ------------------------------------------------------------ the update
     def _lrs(self, itr: int) -> tuple[float, float]:
-        c = self.cfg
-        actor_step = max(0, itr - c.n_critic_warmup_itr)
-        return (
-            cosine_warmup_lr(actor_step, c.actor_lr, c.actor_min_lr, c.actor_lr_warmup, c.actor_lr_cycle),
-            cosine_warmup_lr(itr, c.critic_lr, c.critic_min_lr, c.critic_lr_warmup, c.critic_lr_cycle),
-        )
+        actor_step = max(0, itr - self.cfg.n_critic_warmup_itr)  # the actor's schedule starts after warm-up
+        return scheduled_lr(self.cfg, "actor", actor_step), scheduled_lr(self.cfg, "critic", itr)
 
     def update(self, rollout: Rollout, itr: int) -> dict[str, float]:
         c = self.cfg
         actor_lr, critic_lr = self._lrs(itr)
-        for g in self.actor_optimizer.param_groups:
-            g["lr"] = actor_lr
-        for g in self.critic_optimizer.param_groups:
-            g["lr"] = critic_lr
+        set_lr(self.actor_optimizer, actor_lr)
+        set_lr(self.critic_optimizer, critic_lr)
 
         T, N = rollout.n_steps, rollout.n_envs
         with torch.no_grad():

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from common.limits import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range
-from methods.ppo import cosine_warmup_lr
+from methods.optim import cosine_warmup_lr
 
 
 @dataclass

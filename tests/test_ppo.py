@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from methods.ppo import RunningRewardScaler, clipped_surrogate, cosine_warmup_lr, gae
+from methods.optim import cosine_warmup_lr
+from methods.ppo import RunningRewardScaler, clipped_surrogate, gae
 
 
 def test_gae_with_termination_truncation_and_rollout_end():
