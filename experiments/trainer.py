@@ -88,7 +88,8 @@ TRAINER_PREFIXES = ("train_", "eval_", "time_")
 
 
 def check_method_stats(method: Method, stats: dict[str, float], itr: int) -> None:
-    """A method's metrics may not shadow the trainer's columns, and none of its losses may be non-finite."""
+    """A method's metrics may not shadow the trainer's columns, and none of its losses (keys containing
+    "loss") or Q statistics (keys starting "q_") may be non-finite."""
     for k, v in stats.items():
         if k in TRAINER_COLUMNS or k.startswith(TRAINER_PREFIXES):
             raise MetricClashError(
@@ -96,7 +97,7 @@ def check_method_stats(method: Method, stats: dict[str, float], itr: int) -> Non
                 f"(the trainer owns {', '.join(TRAINER_COLUMNS)} and {'*, '.join(TRAINER_PREFIXES)}*); "
                 f"rename it in {type(method).__name__}.update()"
             )
-        if "loss" in k and not np.isfinite(v):
+        if ("loss" in k or k.startswith("q_")) and not np.isfinite(v):
             raise NonFiniteLossError(
                 f"method {method.name!r}: {k} became {v} at iteration {itr}; {method.nonfinite_advice(k)}"
             )

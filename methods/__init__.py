@@ -2,10 +2,16 @@
 
 from common.names import unknown
 from methods.base import Method, MethodContext, Rollout, TaskInfo, TrainingBudget
+from methods.dawr import DAWR
+from methods.dipo import DIPO
 from methods.dppo import DPPO
+from methods.dql import DQL
+from methods.drwr import DRWR
 from methods.gaussian_ppo import GaussianPPO
+from methods.idql import IDQL
+from methods.qsm import QSM
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (DPPO, GaussianPPO)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (DPPO, GaussianPPO, DRWR, DAWR, DIPO, IDQL, DQL, QSM)}
 
 
 def get_method(name: str) -> type[Method]:

@@ -9,7 +9,6 @@ step) pairs need.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from common.limits import AT_LEAST_ONE, POSITIVE, Range
-from methods.policies.networks import DiffusionMLP
+from methods.policies.networks import DiffusionMLP, frozen_copy
 
 
 def cosine_betas(K: int, s: float = 0.008) -> np.ndarray:
@@ -140,10 +139,17 @@ class DiffusionPolicy(nn.Module):
     # ---------------------------------------------------------------- training
     def bc_loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Eps-prediction MSE with k ~ U{0..K-1}."""
+        return self.noise_prediction_error(obs, actions).mean()
+
+    def noise_prediction_error(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Per sample (B,): mean over the chunk of (eps_theta(x_k, k, s) - eps)^2, k ~ U{0..K-1}, x_k ~ q(x_k | a)."""
         k = torch.randint(0, self.cfg.denoising_steps, (actions.shape[0],), device=actions.device)
         eps = torch.randn_like(actions)
-        x_k = self.sqrt_abar[k, None, None] * actions + self.sqrt_one_minus_abar[k, None, None] * eps
-        return torch.mean((self.network(x_k, k, obs) - eps) ** 2)
+        return ((self.network(self.noised(actions, k, eps), k, obs) - eps) ** 2).mean(dim=(-1, -2))
+
+    def noised(self, actions: torch.Tensor, k: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """x_k = sqrt(abar_k) a + sqrt(1 - abar_k) eps: the forward process at diffusion steps k (B,)."""
+        return self.sqrt_abar[k, None, None] * actions + self.sqrt_one_minus_abar[k, None, None] * eps
 
     # ---------------------------------------------------------------- one reverse step
     def step_mean_std(
@@ -178,7 +184,6 @@ class DiffusionPolicy(nn.Module):
         return mu, self.ddpm_sigma[pos].view(shape).expand_as(mu)
 
     # ---------------------------------------------------------------- sampling
-    @torch.no_grad()
     def sample(
         self,
         obs: torch.Tensor,
@@ -186,6 +191,7 @@ class DiffusionPolicy(nn.Module):
         min_std: float = 0.0,
         networks: list[nn.Module] | None = None,
         record_from: int | None = None,
+        grad: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run the whole chain for a batch of observations (B, Do).
 
@@ -195,7 +201,12 @@ class DiffusionPolicy(nn.Module):
         networks: one network per sampling position (default: `sampling_networks()`).
         record_from: if given, also return the chain of states from the input of
             position `record_from` to the final output, (B, S - record_from + 1, Ta, Da).
+        grad: keep the autograd graph through the whole chain (DQL's actor loss); otherwise no gradients.
         """
+        with torch.set_grad_enabled(grad):
+            return self._sample(obs, deterministic, min_std, networks, record_from)
+
+    def _sample(self, obs, deterministic, min_std, networks, record_from):
         S = self.n_sampling_steps
         nets = networks or self.sampling_networks()
         B = obs.shape[0]
@@ -218,10 +229,7 @@ class DiffusionPolicy(nn.Module):
         return x, (torch.stack(chain, dim=1) if record_from is not None else None)
 
     def frozen_copy(self) -> nn.Module:
-        net = copy.deepcopy(self.network)
-        for p in net.parameters():
-            p.requires_grad_(False)
-        return net
+        return frozen_copy(self.network)
 
     # ---------------------------------------------------------------- fine-tuned late steps only
     n_base_steps = 0  # sampling positions 0..n_base_steps-1 run `base_network`

@@ -9,6 +9,7 @@ noisy chunk and the flattened observation, fed to a residual MLP.
 
 from __future__ import annotations
 
+import copy
 import math
 from itertools import pairwise
 
@@ -134,3 +135,33 @@ class ValueCritic(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(obs.reshape(obs.shape[0], -1)).squeeze(-1)
+
+
+class DoubleQCritic(nn.Module):
+    """Two independent Q(s, a) MLPs on the observation and the flattened executed chunk (the reference's
+    `CriticObsAct` with `double_q`). Returns (q1, q2), each (B,)."""
+
+    def __init__(self, obs_dim: int, action_size: int, hidden: list[int], act: str = "mish", residual: bool = False):
+        super().__init__()
+        self.q1 = make_mlp(obs_dim + action_size, hidden, 1, act, residual)
+        self.q2 = make_mlp(obs_dim + action_size, hidden, 1, act, residual)
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = obs.shape[0]
+        x = torch.cat([obs.reshape(b, -1), actions.reshape(b, -1)], dim=-1)
+        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A copy of `module` that no optimiser trains (a target network)."""
+    target = copy.deepcopy(module)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging: target <- (1 - tau) target + tau source."""
+    for t, s in zip(target.parameters(), source.parameters(), strict=True):
+        t.mul_(1.0 - tau).add_(s, alpha=tau)
