@@ -4,10 +4,11 @@ structured configs, with presets as YAML files.
 Each value comes from the last of these layers that sets it:
 
     1. the dataclass defaults (each field documented where it is declared)
-    2. experiments/configs/<suite>/<method>.yaml   the suite's preset, each value citing its reference config
-    3. experiments/configs/<suite>/cpu.yaml        with scale=cpu
-    4. config=FILE.yaml                            the user's own file (e.g. a run's recorded config.yaml)
-    5. key=value on the command line
+    2. experiments/configs/<suite>/common.yaml     what every method of the suite shares (pre-training, envs)
+    3. experiments/configs/<suite>/<method>.yaml   the method's preset, each value citing its reference config
+    4. experiments/configs/<suite>/cpu.yaml        with scale=cpu
+    5. config=FILE.yaml                            the user's own file (e.g. a run's recorded config.yaml)
+    6. key=value on the command line
 
 OmegaConf checks keys and types; this module turns its exceptions into one-line errors that name the
 layer's file and the closest valid key, and remembers where each value came from (`--show-config`).
@@ -206,7 +207,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ presets
 def check_preset_files() -> None:
-    """Every preset directory is a known suite and every file a known method or `cpu.yaml`."""
+    """Every preset directory is a known suite and every file a known method, `common.yaml` or `cpu.yaml`."""
     suites = {t.suite for t in TASKS.values()}
     for d in sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir()):
         if d.name not in suites:
@@ -215,17 +216,17 @@ def check_preset_files() -> None:
                 f"(suites: {', '.join(sorted(suites))}); rename or remove it"
             )
         for f in sorted(d.iterdir()):
-            if f.suffix != ".yaml" or (f.stem not in METHODS and f.stem != "cpu"):
+            if f.suffix != ".yaml" or (f.stem not in METHODS and f.stem not in ("common", "cpu")):
                 raise ConfigError(
                     f"{display_path(f)} is not a preset: files there are <method>.yaml "
-                    f"(methods: {', '.join(sorted(METHODS))}) or cpu.yaml; rename or remove it"
+                    f"(methods: {', '.join(sorted(METHODS))}), common.yaml or cpu.yaml; rename or remove it"
                 )
 
 
 def preset_layers(suite: str, method: str, scale: str) -> list[tuple[str, dict[str, Any]]]:
     """The preset files that apply, as (source label, dotted keys) in the order they apply."""
     check_preset_files()
-    paths = [(CONFIG_DIR / suite / f"{method}.yaml", None)]
+    paths = [(CONFIG_DIR / suite / "common.yaml", None), (CONFIG_DIR / suite / f"{method}.yaml", None)]
     if scale == "cpu":
         paths.append((CONFIG_DIR / suite / "cpu.yaml", "scale=cpu"))
     layers = []

@@ -131,3 +131,19 @@ def test_a_bad_method_metric_stops_the_run_with_error_txt(stats, error, needles,
     for needle in needles:
         assert needle in str(e.value) and needle in written
     assert not (tmp_path / "gaussian_ppo_avoid_m2_s0" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("method", ["dql", "idql"])
+def test_an_off_policy_critic_that_diverges_stops_the_run_naming_the_loss(method, data_dir, tmp_path):
+    """Rewards scaled past float32's range make the critic's targets infinite: the run stops at iteration 0
+    with error.txt naming the method, the loss and the advice, and writes no summary."""
+    common = [f"method={method}", "task=hopper", f"results_dir={tmp_path}", *TINY_RUN]
+    assert run_cli(*common, *TINY_PRETRAIN, "stage=pretrain", "name=pre").returncode == 0
+    ckpt = tmp_path / "pre" / "checkpoints" / "pretrained.pt"
+    proc = run_cli(*common, *TINY_FINETUNE, "stage=finetune", f"checkpoint={ckpt}", "name=ft", "algo.batch_size=4",
+                   "algo.replay_ratio=4", "algo.critic_hidden=[8,8,8]", "algo.scale_reward=1e39")  # fmt: skip
+    assert proc.returncode != 0
+    written = (tmp_path / "ft" / "error.txt").read_text()
+    assert f"method {method!r}" in written and "at iteration 0" in written and "algo.critic_lr" in written, written
+    assert "loss became" in written or "q_mean became" in written, written
+    assert not (tmp_path / "ft" / "summary.json").exists()
