@@ -145,15 +145,16 @@ def diffusion_rl(results_dir: Path, seeds: list[int] | None = None) -> list[Grid
     return runs
 
 
-# diffusion_rl_mini: what 2 CPU cores fit in about an hour. Avoid M2 as the quick start runs it (15 iterations of
-# 50 envs x 25 chunk steps); a short Hopper run: a 10k-step pre-training, then 10 envs x 100 chunk steps x
-# 6 iterations (24k env steps), evaluating 10 episodes every 2 iterations.
-MINI_AVOID = {"train.n_iterations": 15, "train.eval_every": 5}
+# diffusion_rl_mini: what 2 CPU cores fit in about an hour with every method at the reference's replay ratios
+# (on one CPU thread a DQL gradient step, 20 differentiable denoising steps at batch 1000, takes seconds).
+# Avoid M2 with the quick start's 50 envs x 25 chunk steps, 8 iterations (40k env steps); a short Hopper run:
+# a 10k-step pre-training, then 10 envs x 100 chunk steps x 4 iterations (16k env steps).
+MINI_AVOID = {"train.n_iterations": 8, "train.eval_every": 4}
 MINI_HOPPER_PRETRAIN = {"scale": "cpu", "pretrain.n_steps": 10000}
 MINI_HOPPER = {
     "train.n_envs": 10,
     "train.n_steps": 100,
-    "train.n_iterations": 6,
+    "train.n_iterations": 4,
     "train.eval_every": 2,
     "train.eval_episodes": 10,
 }
