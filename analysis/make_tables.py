@@ -28,6 +28,7 @@ from analysis.tables import (
     performance_tables,
     runs_table,
     task_table,
+    wallclock_ratio_tables,
     wallclock_tables,
 )
 
@@ -156,6 +157,7 @@ def build(
         cells = []
     items += guarded("final_performance", performance_tables, cells, budgets)
     items += guarded("wallclock", wallclock_tables, cells, runs)
+    items += guarded("wallclock_vs_dppo", wallclock_ratio_tables, cells)
     items += guarded("statistics", statistics_tables, cells, reps)
     items += guarded("hyperparameters", hyperparameter_tables, cells)
     items += guarded("ablations", ablation_tables, cells)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import platform
+import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -285,6 +286,25 @@ def final_value(run: Run, key: str) -> float | None:
     return _number(((run.summary or {}).get("final_eval") or {}).get(key))
 
 
+def best_value(run: Run, key: str) -> float | None:
+    """The best evaluation made during fine-tuning: the highest of the metrics rows' values (the starting policy's
+    evaluation, in initial_eval.json, is not one of them)."""
+    values = [v for row in run.rows if (v := _number(row.get(key))) is not None]
+    return max(values) if values else None
+
+
+def iteration_seconds(run: Run) -> float | None:
+    """The median wall-clock of one fine-tuning iteration over the run's metrics rows (evaluations excluded)."""
+    times = [t for row in run.rows if (t := _number(row.get("time_iteration"))) is not None]
+    return statistics.median(times) if times else None
+
+
+def steps_per_iteration(run: Run) -> float | None:
+    """Env steps per fine-tuning iteration: the last metrics row's env steps over the number of rows."""
+    steps = _number(run.rows[-1].get("env_steps")) if run.rows else None
+    return steps / len(run.rows) if steps is not None else None
+
+
 def value_at_budget(run: Run, key: str, budget: float) -> float | None:
     """The latest evaluation made within `budget` env steps; None if the run never got that far."""
     reached = _number(run.rows[-1].get("env_steps")) if run.rows else 0.0
@@ -318,6 +338,15 @@ class Cell:
         dup = [f"seed {s} ×{n}" for s, n in sorted(seeds.items()) if n > 1]
         text = f"{c[FINISHED]} finished" + ("; " + ", ".join(others) if others else "")
         return text + (f" (repeated: {', '.join(dup)})" if dup else "")
+
+
+# The paper's diffusion-based methods (Fig. 5, Tables A1-A2) in its order, then the other policy parameterisations.
+METHOD_ORDER = ("dppo", "drwr", "dawr", "dipo", "idql", "dql", "qsm", "gaussian_ppo")
+
+
+def method_order(method: str) -> tuple[int, str]:
+    """Sort key: DPPO, the paper's baselines in its order, Gaussian PPO, then any other method by name."""
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
 
 
 def _key(hp: dict[str, Any]) -> str:
@@ -372,7 +401,7 @@ def make_cells(runs: list[Run]) -> list[Cell]:
         hps[_key(hp)] = hp
         groups.setdefault((run.task, run.method), {}).setdefault((_key(hp), run.harness), []).append(run)
     cells = []
-    for (task, method), by_variant in sorted(groups.items()):
+    for (task, method), by_variant in sorted(groups.items(), key=lambda g: (g[0][0], method_order(g[0][1]))):
         _adopt_unknown_harness(by_variant)
         per_hp: Counter[str] = Counter()
         for (hk, _), rs in by_variant.items():

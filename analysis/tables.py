@@ -16,11 +16,15 @@ from analysis.records import (
     Cell,
     Run,
     _number,
+    best_value,
     curve_metric,
     eval_curve,
     final_value,
     fmt_value,
+    iteration_seconds,
+    method_order,
     pretraining_of,
+    steps_per_iteration,
     task_info,
     value_at_budget,
 )
@@ -161,14 +165,17 @@ def performance_tables(cells: list[Cell], budgets: list[float] | None) -> list[T
                     [value_at_budget(r, key, b) for r in fin], digits
                 )
             row["final"] = summarise([final_value(r, key) for r in fin], digits)
+            row["best during training"] = summarise([best_value(r, key) for r in fin], digits)
             steps = [s for r in fin if (s := _number(r.summary.get("env_steps"))) is not None]
             row["final env steps"] = _steps(float(np.median(steps))) if steps else "–"
             rows.append(row)
         notes = [
             f"{YLABEL[key]}; mean ± std over the seeds of finished runs. 'at N steps': each run's latest evaluation "
-            "within N env steps (0: the policy before fine-tuning). 'final': each run's last evaluation, at the "
-            "median env steps beside it. '(n=k of m)': only k of the m finished runs have a value there (the others "
-            "ended before N steps or have no evaluation recorded).",
+            "within N env steps (0: the pre-trained policy, before fine-tuning). 'final': each run's last evaluation, "
+            "at the median env steps beside it. 'best during training': each run's best evaluation after fine-tuning "
+            "started (the highest eval value of its metrics rows; the pre-trained policy's evaluation is not counted). "
+            "'(n=k of m)': only k of the m finished runs have a value there (the others ended before N steps or have "
+            "no evaluation recorded).",
             "Runs not finished (failed, running, stopped) are counted in 'runs' and left out of every number.",
         ]
         out.append(Table(f"final_performance_{task}", f"Final performance, {task}", pd.DataFrame(rows), notes))
@@ -197,6 +204,14 @@ def _hardware(run: Run) -> str:
     return text + f", torch {hw.get('torch', '?')}"
 
 
+def by_hardware(runs: list[Run]) -> dict[str, list[Run]]:
+    """Runs grouped by the machine they ran on (different machines never share a wall-clock row)."""
+    groups: dict[str, list[Run]] = defaultdict(list)
+    for r in runs:
+        groups[_hardware(r)].append(r)
+    return dict(sorted(groups.items()))
+
+
 def pretrain_seconds(run: Run) -> float | None:
     """Pre-training time of a run that pre-trained (stage pretrain or all): the training itself."""
     summary = run.summary or {}
@@ -208,10 +223,7 @@ def wallclock_tables(cells: list[Cell], runs: list[Run]) -> list[Table | Missing
     by_suite: dict[str, list[dict[str, Any]]] = defaultdict(list)
     hardware: dict[str, set[str]] = defaultdict(set)
     for c in cells:
-        by_hw: dict[str, list[Run]] = defaultdict(list)
-        for r in c.finished:
-            by_hw[_hardware(r)].append(r)
-        for hw, rs in sorted(by_hw.items()):  # different machines never share a row
+        for hw, rs in by_hardware(c.finished).items():
             suite = task_info(c.task)[0]
             hardware[suite].add(hw)
             pre = {p.path: p for r in rs if (p := pretraining_of(r, runs)) is not None and p.summary}
@@ -250,6 +262,171 @@ def wallclock_tables(cells: list[Cell], runs: list[Run]) -> list[Table | Missing
     for suite, paper in PAPER_WALLCLOCK.items():
         if suite not in by_suite:
             out.append(Missing(f"wallclock_{suite}", f"{paper}: no finished {suite} fine-tuning runs"))
+    return out
+
+
+# ----------------------------------------------------------------------------- wall-clock relative to DPPO
+
+# Paper Appendix C, Tables A1 (Gym: Hopper-v2, Walker2D-v2, HalfCheetah-v2) and A2 (Robomimic, state input: Lift, Can,
+# Square, Transport): wall-clock of fine-tuning each task, per method. Our copy of the text has no units; only the
+# ratios to DPPO are used. Keys are this harness's method and task names.
+PAPER_TIMES: dict[str, tuple[str, tuple[str, ...], dict[str, tuple[float, ...]]]] = {
+    "gym": (
+        "Table A1",
+        ("hopper", "walker2d", "halfcheetah"),
+        {
+            "drwr": (11.3, 12.7, 10.4),
+            "dawr": (30.4, 30.7, 27.1),
+            "dipo": (27.8, 27.9, 26.0),
+            "idql": (16.3, 16.1, 15.5),
+            "dql": (20.5, 20.5, 17.6),
+            "qsm": (64.4, 65.7, 68.3),
+            "dppo": (16.6, 18.3, 16.8),
+        },
+    ),
+    "robomimic": (
+        "Table A2",
+        ("lift", "can", "square", "transport"),
+        {
+            "drwr": (32.5, 39.5, 59.8, 346.1),
+            "dawr": (38.6, 46.0, 70.5, 354.3),
+            "dipo": (43.9, 51.6, 73.3, 359.7),
+            "idql": (33.8, 41.7, 63.7, 349.9),
+            "dql": (36.9, 44.4, 68.5, 353.5),
+            "qsm": (64.4, 72.4, 107.6, 391.2),
+            "dppo": (35.2, 42.0, 65.6, 350.3),
+        },
+    ),
+}
+
+# Paper Appendix C's text on Gym, as (faster, slower, p): "on average DPPO trains 74%, 41%, 37%, and 12% faster than
+# QSM, DAWR, DIPO, and DQL, respectively ... DRWR and IDQL trains 33% and 7% faster than DPPO, respectively".
+PAPER_FASTER: dict[str, tuple[tuple[str, str, float], ...]] = {
+    "gym": (
+        ("dppo", "qsm", 0.74),
+        ("dppo", "dawr", 0.41),
+        ("dppo", "dipo", 0.37),
+        ("dppo", "dql", 0.12),
+        ("drwr", "dppo", 0.33),
+        ("idql", "dppo", 0.07),
+    ),
+}
+
+# How the text's percentages are turned into ratios (Gym), or why they are not (Robomimic): a note under each table.
+PAPER_TEXT_NOTES = {
+    "gym": "'paper ratio (text, mean over tasks)': the paper's text gives percentages ('A trains p faster than B'); "
+    "we read them as t_A = (1 - p) × t_B, A saving the fraction p of B's time, a reading under which all six Gym "
+    "percentages match Table A1's mean times (e.g. QSM: 1 - 17.2 / 66.1 = 0.74; DRWR: 1 - 11.5 / 17.2 = 0.33; the "
+    "other common reading, (t_B - t_A) / t_A, gives 284% for QSM, not 74%). The ratio to DPPO is then "
+    "1 / (1 - p) for a method DPPO is faster than and 1 - p for one faster than DPPO.",
+    "robomimic": "The paper's text percentages for Robomimic follow another reading than Gym's (QSM's '29% faster' is "
+    "(t_QSM - t_DPPO) / t_DPPO of Table A2's summed times), so only the table's ratios are shown.",
+}
+
+
+def paper_ratio(suite: str, method: str, task: str) -> float | None:
+    """The method's wall-clock over DPPO's on the task, in the paper's table for the suite."""
+    _, tasks, times = PAPER_TIMES.get(suite, ("", (), {}))
+    if task not in tasks or method not in times:
+        return None
+    i = tasks.index(task)
+    return times[method][i] / times["dppo"][i]
+
+
+def paper_text_ratio(suite: str, method: str) -> float | None:
+    """The method's wall-clock over DPPO's that the paper's text implies (its average over the suite's tasks)."""
+    for faster, slower, p in PAPER_FASTER.get(suite, ()):
+        if (faster, slower) == ("dppo", method):
+            return 1 / (1 - p)
+        if (faster, slower) == (method, "dppo"):
+            return 1 - p
+    return 1.0 if method == "dppo" and suite in PAPER_FASTER else None
+
+
+Timed = tuple[Cell, str, list[Run]]  # a cell's finished runs on one machine
+
+
+def dppo_reference(timed: list[Timed], cell: Cell, hardware: str) -> list[Run] | None:
+    """The DPPO runs a cell's time is compared with: same task, machine and scale; the main DPPO variant if it is
+    there, else the one with the most runs."""
+    where = (cell.task, hardware, cell.hparams.get("scale"))
+    same = [(c, rs) for c, hw, rs in timed if c.method == "dppo" and (c.task, hw, c.hparams.get("scale")) == where]
+    return min(same, key=lambda x: (x[0].label != "dppo", -len(x[1])))[1] if same else None
+
+
+def _mean(values: list[float | None]) -> float | None:
+    there = [v for v in values if v is not None]
+    return float(np.mean(there)) if there else None
+
+
+def _ratio(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def _ratio_row(cell: Cell, hardware: str, runs: list[Run], dppo: list[Run]) -> dict[str, Any]:
+    suite = task_info(cell.task)[0]
+    seconds = [iteration_seconds(r) for r in runs]
+    mine, reference = _mean(seconds), _mean([iteration_seconds(r) for r in dppo])
+    steps = [s for r in runs if (s := steps_per_iteration(r)) is not None]
+    row: dict[str, Any] = {
+        "task": cell.task,
+        "method": cell.label,
+        "runs": len(runs),
+        "s/itr": summarise(seconds, 3),
+        "env steps/itr": _steps(float(round(np.median(steps)))) if steps else "–",
+        "ratio to dppo": _ratio(mine / reference if mine is not None and reference else None),
+    }
+    if suite in PAPER_TIMES:
+        row[f"paper ratio ({PAPER_TIMES[suite][0]})"] = _ratio(paper_ratio(suite, cell.method, cell.task))
+    if suite in PAPER_FASTER:
+        row["paper ratio (text, mean over tasks)"] = _ratio(paper_text_ratio(suite, cell.method))
+    return row | {"hardware": hardware}
+
+
+def _ratio_notes(suite: str, hardware: set[str], unmatched: list[str]) -> list[str]:
+    paper = PAPER_TIMES.get(suite, ("",))[0]
+    notes = [
+        "s/itr: each run's median time_iteration over its metrics rows (one rollout and one update, evaluations "
+        "excluded), then mean ± std over the finished seeds. 'ratio to dppo': the mean s/itr over DPPO's on the "
+        "same task, machine and scale (its main variant). It compares like with like only where the methods take "
+        f"the same env steps per iteration ('env steps/itr'). Hardware: {'; '.join(sorted(hardware))}",
+    ]
+    if paper:
+        notes.append(
+            f"'paper ratio ({paper})': the method's fine-tuning wall-clock over DPPO's on the task in paper {paper} "
+            "(whole runs there, per iteration here)."
+        )
+    notes += [PAPER_TEXT_NOTES[suite]] if suite in PAPER_TEXT_NOTES else []
+    if unmatched:
+        notes.append(f"Left out, no DPPO runs on the same task, machine and scale: {'; '.join(unmatched)}.")
+    return notes
+
+
+def wallclock_ratio_tables(cells: list[Cell]) -> list[Table | Missing]:
+    """Per suite, like paper Tables A1-A2: each method's seconds per fine-tuning iteration and its ratio to DPPO's on
+    the same task and machine, beside the ratio in the paper."""
+    timed = [(c, hw, rs) for c in cells for hw, rs in by_hardware(c.finished).items()]
+    by_suite: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+    unmatched: dict[str, list[str]] = defaultdict(list)
+    for c, hw, rs in sorted(timed, key=lambda t: (t[0].task, method_order(t[0].method), t[0].label, t[1])):
+        suite, dppo = task_info(c.task)[0], dppo_reference(timed, c, hw)
+        if dppo is None:
+            unmatched[suite].append(f"{c.label} on {c.task} ({hw})")
+        else:
+            by_suite[suite].append((c.method, _ratio_row(c, hw, rs, dppo)))
+    by_suite = {s: rows for s, rows in by_suite.items() if any(m != "dppo" for m, _ in rows)}
+    if not by_suite:
+        return [Missing("wallclock_vs_dppo", "no task has finished runs of DPPO and of another method on one machine")]
+    out: list[Table | Missing] = []
+    for suite, rows in sorted(by_suite.items()):
+        paper = PAPER_TIMES.get(suite, ("",))[0]
+        title = f"Wall-clock per iteration relative to DPPO, {suite}" + (f" (cf. paper {paper})" if paper else "")
+        notes = _ratio_notes(suite, {r["hardware"] for _, r in rows}, unmatched[suite])
+        out.append(Table(f"wallclock_vs_dppo_{suite}", title, pd.DataFrame([r for _, r in rows]), notes))
+    for suite, (paper, _, _) in PAPER_TIMES.items():
+        if suite not in by_suite:
+            why = f"{paper}: no {suite} task has finished runs of DPPO and of another method on one machine"
+            out.append(Missing(f"wallclock_vs_dppo_{suite}", why))
     return out
 
 

@@ -281,7 +281,16 @@ def test_default_budgets_are_the_evaluation_points(records, tmp_path):
     # every finished run of the task evaluates at iterations 1 and 3: the budget is when all had made the first
     first = [next(r["env_steps"] for r in run["rows"] if "eval_success" in r) for run in finished]
     budget = max(first)
-    assert list(df.columns) == ["method", "runs", "at 0 steps", f"at {budget:,} steps", "final", "final env steps"]
+    columns = [
+        "method",
+        "runs",
+        "at 0 steps",
+        f"at {budget:,} steps",
+        "final",
+        "best during training",
+        "final env steps",
+    ]
+    assert list(df.columns) == columns
     dppo = [raw(records / "smoke" / f"dppo_avoid_m2_s{s}") for s in (0, 1, 2)]
     firsts = [next(r["eval_success"] for r in run["rows"] if "eval_success" in r) for run in dppo]
     assert row(df, method="dppo")[f"at {budget:,} steps"] == pm(firsts)
@@ -378,3 +387,269 @@ def test_fine_tunings_of_unknown_pre_trainings_are_kept_apart(records, tmp_path)
     df = table(out, "final_performance_avoid_m2")
     assert row(df, method="dppo")["runs"] == "2 finished; 1 stopped"
     assert row(df, method="dppo [pretrain.checkpoint=/elsewhere/pretrained.pt]")["runs"] == "1 finished"
+
+
+# ----------------------------------------------------------------------------- the paper's diffusion-RL comparison
+# Synthetic records of the grids diffusion_rl: DPPO and the six diffusion-based baselines (paper Fig. 5, Table A1)
+# on a Gym and an Avoid task, written here in the layout analysis/records.py reads, with numbers chosen so that
+# each quantity is computed below by hand.
+
+SEVEN = ("dppo", "drwr", "dawr", "dipo", "idql", "dql", "qsm")
+STEPS_PER_ITR = {"hopper": 80_000, "avoid_m2": 12_345}
+ELSEWHERE = ("dppo", "hopper", 3)  # a fourth seed, run on another machine
+
+
+def seeds_of(method: str, task: str) -> tuple[int, ...]:
+    return (0, 1, 2, 3) if (method, task) == ELSEWHERE[:2] else (0, 1, 2)
+
+
+def seconds_of(k: int, seed: int) -> list[float]:
+    """Per-iteration wall-clock of method number k: a slow first iteration, then a steady one (median != mean)."""
+    return [40.0 + k] + [1.0 + k + 0.1 * seed + 0.01 * i for i in range(5)]
+
+
+def evals_of(task: str, k: int, seed: int) -> dict[int, float]:
+    """Evaluations at iterations 1, 3 and 5: the best in the middle, the last one lower."""
+    if task == "hopper":
+        return {1: 1000.0 + 100 * k + 10 * seed, 3: 2500.0 + 50 * seed + k, 5: 2000.0 + 20 * seed}
+    return {1: 0.2 + 0.01 * k, 3: 0.9 - 0.1 * seed, 5: 0.5 + 0.05 * seed}
+
+
+def initial_of(task: str, seed: int) -> float:
+    """The pre-trained policy's evaluation; seed 0's beats every evaluation during training."""
+    return (3000.0 if seed == 0 else 1500.0) if task == "hopper" else (0.95 if seed == 0 else 0.1)
+
+
+def write_run(
+    results: Path, method: str, task: str, seed: int, processor: str = "Test CPU", steps_per_itr: int | None = None
+) -> Path:
+    """A finished fine-tuning record of the grid diffusion_rl, made on `processor`."""
+    k = SEVEN.index(method)
+    run = results / "diffusion_rl" / f"{method}_{task}_s{seed}"
+    run.mkdir(parents=True)
+    steps_per_itr = steps_per_itr or STEPS_PER_ITR[task]
+    key = "eval_return" if task == "hopper" else "eval_success"
+    seconds, evals = seconds_of(k, seed), evals_of(task, k, seed)
+    rows = [
+        {"itr": i, "env_steps": (i + 1) * steps_per_itr, "time_iteration": t}
+        | ({key: evals[i], "eval_episodes": 10} if i in evals else {})
+        for i, t in enumerate(seconds)
+    ]
+    config = {"method": method, "task": task, "seed": seed, "stage": "finetune", "scale": "cpu", "checkpoint": None,
+              "name": run.name, "train": {"n_iterations": len(rows), "eval_every": 2}}  # fmt: skip
+    summary = {
+        "initial_eval": {key: initial_of(task, seed)},
+        "final_eval": {key: evals[max(evals)]},
+        "n_iterations": len(rows),
+        "env_steps": rows[-1]["env_steps"],
+        "wall_time": sum(seconds),
+        "hardware": {"processor": processor, "cpu_count": 2, "torch": "test"},
+        "harness": {"version": "0.1.0", "commit": "0123456789abcdef", "dirty": False},
+    }
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "initial_eval.json").write_text(json.dumps({key: initial_of(task, seed)}))
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+@pytest.fixture(scope="module")
+def diffusion_rl(tmp_path_factory) -> Path:
+    results = tmp_path_factory.mktemp("diffusion_rl")
+    for task in STEPS_PER_ITR:
+        for method in SEVEN:
+            for seed in (0, 1, 2):
+                write_run(results, method, task, seed)
+    write_run(results, *ELSEWHERE, processor="Other CPU")  # in the tables' numbers; its own wall-clock row
+    return results
+
+
+@pytest.fixture(scope="module")
+def diffusion_rl_built(diffusion_rl, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("diffusion_rl_out")
+    assert make(diffusion_rl, out, "--bootstrap-reps", "50") == 0
+    return out
+
+
+def test_final_performance_reports_final_best_and_pre_trained_values(diffusion_rl_built):
+    for task, digits in (("hopper", 1), ("avoid_m2", 3)):
+        df = table(diffusion_rl_built, f"final_performance_{task}")
+        assert list(df["method"][:7]) == list(SEVEN)  # DPPO, then the baselines in the paper's order
+        cols = list(df.columns)
+        assert cols.index("best during training") == cols.index("final") + 1
+        for k, method in enumerate(SEVEN):
+            r = row(df, method=method)
+            evals = [evals_of(task, k, s) for s in seeds_of(method, task)]
+            assert r["best during training"] == pm([max(e.values()) for e in evals], digits)  # initial not counted
+            assert r["final"] == pm([e[5] for e in evals], digits)
+            assert r["at 0 steps"] == pm([initial_of(task, s) for s in seeds_of(method, task)], digits)
+    md = (diffusion_rl_built / "tables" / "final_performance_hopper.md").read_text()
+    assert "the pre-trained policy's evaluation is not counted" in md
+
+
+def test_wallclock_ratios_to_dppo_and_the_papers(diffusion_rl_built):
+    df = table(diffusion_rl_built, "wallclock_vs_dppo_gym")
+    test_cpu = df[df["hardware"].str.startswith("Test CPU")]
+    assert list(test_cpu["method"]) == list(SEVEN)
+
+    def mean_median(k: int) -> float:  # mean over seeds of each run's median seconds per iteration
+        return float(np.mean([np.median(seconds_of(k, s)) for s in (0, 1, 2)]))
+
+    # paper Table A1, Hopper-v2 column, and the text's 'X% faster' read as t_fast = (1 - p) t_slow
+    table_a1 = {"dppo": 16.6, "drwr": 11.3, "dawr": 30.4, "dipo": 27.8, "idql": 16.3, "dql": 20.5, "qsm": 64.4}
+    text = {"dppo": 1.0, "qsm": 1 / 0.26, "dawr": 1 / 0.59, "dipo": 1 / 0.63, "dql": 1 / 0.88, "drwr": 0.67,
+            "idql": 0.93}  # fmt: skip
+    for k, method in enumerate(SEVEN):
+        r = row(test_cpu, method=method)
+        assert r["runs"] == "3"
+        assert r["s/itr"] == pm([float(np.median(seconds_of(k, s))) for s in (0, 1, 2)])
+        assert r["ratio to dppo"] == f"{mean_median(k) / mean_median(0):.2f}"
+        assert r["paper ratio (Table A1)"] == f"{table_a1[method] / table_a1['dppo']:.2f}"
+        assert r["paper ratio (text, mean over tasks)"] == f"{text[method]:.2f}"
+        assert r["env steps/itr"] == "80k"
+    other = row(df, hardware="Other CPU ×2, torch test")  # DPPO's run on another machine is compared with itself
+    assert other["method"] == "dppo" and other["runs"] == "1" and other["ratio to dppo"] == "1.00"
+    md = (diffusion_rl_built / "tables" / "wallclock_vs_dppo_gym.md").read_text()
+    assert "t_A = (1 - p) × t_B" in md and "Table A1" in md
+    avoid = table(diffusion_rl_built, "wallclock_vs_dppo_d3il")  # no paper table for Avoid: no paper columns
+    assert not any(c.startswith("paper") for c in avoid.columns)
+    assert row(avoid, method="qsm")["ratio to dppo"] == f"{mean_median(6) / mean_median(0):.2f}"
+
+
+def test_a_method_without_dppo_on_its_machine_has_no_ratio_and_is_named(records):
+    from analysis.records import load_runs, make_cells
+    from analysis.tables import wallclock_ratio_tables
+
+    run = records / "smoke" / "gaussian_ppo_avoid_m2_s0"
+    summary = json.loads((run / "summary.json").read_text())
+    summary["hardware"]["processor"] = "Elsewhere CPU"
+    (run / "summary.json").write_text(json.dumps(summary))
+    (t, *_) = wallclock_ratio_tables(make_cells(load_runs(records, stale_after_s=0)[0]))
+    assert t.name == "wallclock_vs_dppo_d3il"
+    assert not t.df["hardware"].str.startswith("Elsewhere").any()
+    assert (
+        "Left out, no DPPO runs on the same task, machine and scale: gaussian_ppo on avoid_m2 (Elsewhere CPU"
+        in (t.notes[-1])
+    )
+    gauss = [raw(records / "smoke" / f"gaussian_ppo_avoid_m2_s{s}") for s in (1, 2)]  # the two left on DPPO's machine
+    dppo = [raw(records / "smoke" / f"dppo_avoid_m2_s{s}") for s in (0, 1, 2)]
+    median = lambda run: float(np.median([r["time_iteration"] for r in run["rows"]]))  # noqa: E731
+    r = row(t.df, task="avoid_m2", method="gaussian_ppo")
+    assert r["runs"] == 2
+    assert r["ratio to dppo"] == f"{np.mean([median(x) for x in gauss]) / np.mean([median(x) for x in dppo]):.2f}"
+
+
+def test_the_paper_text_percentages_match_table_a1_under_the_stated_reading():
+    """The reading of 'X% faster' the ratio table states reproduces every Gym percentage from Table A1's means."""
+    from analysis.tables import PAPER_FASTER, PAPER_TIMES
+
+    _, _, times = PAPER_TIMES["gym"]
+    mean = {m: np.mean(t) for m, t in times.items()}
+    for faster, slower, p in PAPER_FASTER["gym"]:
+        assert 1 - mean[faster] / mean[slower] == pytest.approx(p, abs=0.005), (faster, slower)
+
+
+def drawn_colours(fig) -> dict[str, str]:
+    """Method -> colour of what a figure drew for it: legend lines of curves, panel titles of Avoid paths."""
+    from matplotlib.colors import to_hex
+
+    colours: dict[str, set[str]] = {}
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        for h, text in zip(legend.legend_handles, legend.get_texts()) if legend else ():
+            colours.setdefault(text.get_text().split()[0], set()).add(to_hex(h.get_color()))
+        if "before" in ax.get_title() or "after" in ax.get_title():
+            colours.setdefault(ax.get_title().split(",")[0].split()[0], set()).add(to_hex(ax.title.get_color()))
+    assert all(len(c) == 1 for c in colours.values()), colours  # one colour per method within a figure
+    return {m: c.pop() for m, c in colours.items()}
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """Every figure the tool draws, kept as (stem, figure) as well as written."""
+    from analysis import figures
+
+    kept: list = []
+    save = figures._save
+
+    def keep(fig, out: Path, stem: str) -> list[Path]:
+        kept.append((stem, fig))
+        return save(fig, out, stem)
+
+    monkeypatch.setattr(figures, "_save", keep)
+    return kept
+
+
+def test_each_method_has_one_colour_in_every_figure(diffusion_rl, records, drawn, tmp_path):
+    from matplotlib.colors import to_hex
+
+    from analysis import figures
+    from analysis.records import load_runs, make_cells
+
+    for results in (diffusion_rl, records):
+        cells = make_cells(load_runs(results, stale_after_s=0)[0])
+        figures.learning_curves(cells, tmp_path / "figures")
+        figures.avoid_trajectories(cells, tmp_path / "figures")
+    per_figure = [(stem, drawn_colours(fig)) for stem, fig in drawn]
+    stems = [stem for stem, _ in per_figure]
+    assert stems.count("learning_curves_avoid_m2") == 2 and {
+        "learning_curves_hopper",
+        "avoid_trajectories_avoid_m2",
+    } <= {*stems}
+    assert set(dict(per_figure)["learning_curves_hopper"]) == set(SEVEN)
+    assert set(dict(per_figure)["avoid_trajectories_avoid_m2"]) == {"dppo", "gaussian_ppo"}
+    for stem, colours in per_figure:
+        for method, colour in colours.items():
+            assert colour == to_hex(figures.METHOD_COLOURS[method]), (stem, method)
+    named = [to_hex(c) for c in figures.METHOD_COLOURS.values()]
+    assert len(set(named)) == len(named) and {*SEVEN, "gaussian_ppo"} <= set(figures.METHOD_COLOURS)
+
+
+def test_curves_are_the_mean_over_seeds_against_millions_of_env_steps(diffusion_rl):
+    from analysis import figures
+    from analysis.records import load_runs, make_cells
+
+    fig = figures.curves_figure(make_cells(load_runs(diffusion_rl, stale_after_s=0)[0]), "hopper")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "env steps (M)"
+    line = next(h for h, label in zip(*ax.get_legend_handles_labels()) if label == "qsm (n=3)")
+    evals = [evals_of("hopper", SEVEN.index("qsm"), s) for s in (0, 1, 2)]
+    x = [0.0] + [(i + 1) * STEPS_PER_ITR["hopper"] / 1e6 for i in (1, 3, 5)]
+    mean = [np.mean([initial_of("hopper", s) for s in (0, 1, 2)])] + [np.mean([e[i] for e in evals]) for i in (1, 3, 5)]
+    assert np.allclose(line.get_xdata(), x) and np.allclose(line.get_ydata(), mean)
+    band = ax.collections[SEVEN.index("qsm")].get_paths()[0].vertices  # the ±1 std band (numpy's std, as the tables)
+    top = np.mean([e[3] for e in evals]) + np.std([e[3] for e in evals])
+    assert any(np.allclose(v, (x[2], top)) for v in band)
+
+
+def tick_label_boxes(fig, ax) -> list:
+    """The boxes of the x tick labels drawn inside the axes, as matplotlib's renderer lays them out."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # the tool closed the figure once written: give it a canvas again
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    lo, hi = sorted(ax.get_xlim())
+    ticks = ax.xaxis.get_major_ticks(len(ax.get_xticks()))
+    return [t.label1.get_window_extent(renderer) for t in ticks if lo <= t.get_loc() <= hi and t.label1.get_text()]
+
+
+@pytest.mark.parametrize("steps_per_itr", [333_334, 80_000, 400_000, 12_345, 261, 3_000_000])
+def test_x_tick_labels_never_overlap(tmp_path, steps_per_itr, drawn):
+    from PIL import Image
+
+    from analysis import figures
+    from analysis.records import load_runs, make_cells
+
+    for method in SEVEN:
+        for seed in (0, 1, 2):
+            write_run(tmp_path / "results", method, "hopper", seed, steps_per_itr=steps_per_itr)
+    cells = make_cells(load_runs(tmp_path / "results", stale_after_s=0)[0])
+    png = figures.learning_curves(cells, tmp_path / "figures")[0][0]
+    ((_, fig),) = drawn
+    fig.set_dpi(Image.open(png).info["dpi"][0])  # lay out at the resolution the file was written with
+    boxes = tick_label_boxes(fig, fig.axes[0])
+    assert len(boxes) >= 2
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b) and min(abs(b.x0 - a.x1), abs(a.x0 - b.x1)) > 2, (a, b)
