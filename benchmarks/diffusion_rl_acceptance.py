@@ -25,18 +25,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from analysis.tables import PAPER_TIMES  # noqa: E402
 from experiments.grids import DIFFUSION_RL_METHODS  # noqa: E402
 
-# Paper Table A1 (Gym, hours per run; Hopper, Walker2d, HalfCheetah), its DPPO row included.
-PAPER_TABLE_A1 = {
-    "drwr": (11.3, 12.7, 10.4),
-    "dawr": (30.4, 30.7, 27.1),
-    "dipo": (27.8, 27.9, 26.0),
-    "idql": (16.3, 16.1, 15.5),
-    "dql": (20.5, 20.5, 17.6),
-    "qsm": (64.4, 65.7, 68.3),
-    "dppo": (16.6, 18.3, 16.8),
-}
+PAPER_TABLE_A1 = PAPER_TIMES["gym"][2]  # paper Table A1 (Gym; Hopper, Walker2d, HalfCheetah), its DPPO row included
 DIAGNOSTICS = ("actor_loss", "critic_loss", "v_loss", "q_loss", "q_mean", "q_std", "weight_mean", "weight_clipped",
                "action_shift", "q_grad_norm", "approx_kl", "pg_loss", "v_loss")  # fmt: skip
 

@@ -54,3 +54,12 @@ def out_of_range(cfg: Any) -> list[tuple[str, Any, Range]]:
         if value is not None and not all(v in rng for v in values):
             bad.append((name, value, rng))
     return bad
+
+
+def check_choices(cfg: Any, prefix: str = "algo") -> None:
+    """Raise ValueError naming the key if a string field is not one of the values its config declares in
+    `CHOICES` (a ClassVar beside `LIMITS`)."""
+    for name, allowed in getattr(cfg, "CHOICES", {}).items():
+        value = getattr(cfg, name)
+        if value not in allowed:
+            raise ValueError(f"{prefix}.{name} must be one of {', '.join(allowed)}, got {value!r}")

@@ -55,6 +55,7 @@ class DAWRConfig(OffPolicyConfig):
     buffer_size: int = 200_000
     """Replay buffer capacity in transitions (reference: buffer_size 5000 rows x n_envs 40)."""
 
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"td_targets": TD_TARGETS, "critic_samples": CRITIC_SAMPLES}
     LIMITS: ClassVar[dict[str, Range]] = {
         **OffPolicyConfig.LIMITS,
         "beta": POSITIVE,
@@ -91,16 +92,6 @@ def td_lambda_targets(
 class DAWR(OffPolicyMethod):
     name = "dawr"
     config_cls = DAWRConfig
-
-    @classmethod
-    def check_config(cls, cfg: DAWRConfig, policy=None) -> None:
-        super().check_config(cfg, policy)
-        if cfg.td_targets not in TD_TARGETS:
-            raise ValueError(f"algo.td_targets must be one of {', '.join(TD_TARGETS)}, got {cfg.td_targets!r}")
-        if cfg.critic_samples not in CRITIC_SAMPLES:
-            raise ValueError(
-                f"algo.critic_samples must be one of {', '.join(CRITIC_SAMPLES)}, got {cfg.critic_samples!r}"
-            )
 
     def __init__(self, cfg: DAWRConfig, ctx: MethodContext):
         super().__init__(cfg, ctx)

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from common.limits import AT_LEAST_ONE, DISCOUNT, NON_NEGATIVE, POSITIVE, Range
+from common.limits import AT_LEAST_ONE, DISCOUNT, NON_NEGATIVE, POSITIVE, Range, check_choices
 from methods.base import Method, MethodContext, Rollout
 from methods.optim import ActorOptim, CriticOptim, adamw, check_lr_schedules, scheduled_lr, set_lr
 from methods.policies.diffusion import DiffusionPolicy
@@ -87,6 +87,7 @@ class DiffusionRLMethod(Method):
     @classmethod
     def check_config(cls, cfg: DiffusionRLConfig, policy: nn.Module | None = None) -> None:
         check_lr_schedules(cfg)
+        check_choices(cfg)
         if isinstance(cfg, OffPolicyConfig) and cfg.buffer_size < cfg.batch_size:
             raise ValueError(
                 f"algo.buffer_size={cfg.buffer_size} is smaller than one batch (algo.batch_size={cfg.batch_size}); "
@@ -212,6 +213,18 @@ class OffPolicyMethod(DiffusionRLMethod):
             self.networks[f"{name}_target"] = copy
             return copy
         return None
+
+    next_action_network: nn.Module | None = None  # what samples a' for the Bellman target (None: the actor)
+
+    def critic_loss(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Double-Q Bellman loss of `self.critic` on batch `b`, and its Q1: the target is the min of
+        `self.critic_target`'s heads at a' sampled stochastically for s' (DIPO: by the target actor)."""
+        with torch.no_grad():
+            next_actions = self.sample_actions(b["next_obs"], self.next_action_network)
+            next_q = torch.min(*self.critic_target(b["next_obs"], self.executed(next_actions)))
+            target = bellman_target(b["rewards"], b["terminated"], self.cfg.gamma, next_q)
+        q1, q2 = self.critic(b["obs"], self.executed(b["actions"]))
+        return double_q_loss(q1, q2, target), q1
 
     def executed(self, actions: torch.Tensor) -> torch.Tensor:
         """The part of a chunk the env executes: what a Q critic is a function of."""

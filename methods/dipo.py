@@ -22,7 +22,7 @@ import torch
 
 from common.limits import AT_LEAST_ONE, FRACTION, POSITIVE, Range
 from methods.base import MethodContext
-from methods.diffusion_rl import OffPolicyConfig, OffPolicyMethod, bellman_target, double_q_loss, step
+from methods.diffusion_rl import OffPolicyConfig, OffPolicyMethod, step
 from methods.policies.networks import frozen_copy, soft_update
 
 ACTION_OPTIMIZERS = ("adam", "sgd")
@@ -45,6 +45,7 @@ class DIPOConfig(OffPolicyConfig):
     buffer_size: int = 1_000_000
     """Replay buffer capacity in transitions (reference: buffer_size)."""
 
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"action_optimizer": ACTION_OPTIMIZERS}
     LIMITS: ClassVar[dict[str, Range]] = {
         **OffPolicyConfig.LIMITS,
         "action_lr": POSITIVE,
@@ -58,20 +59,13 @@ class DIPO(OffPolicyMethod):
     name = "dipo"
     config_cls = DIPOConfig
 
-    @classmethod
-    def check_config(cls, cfg: DIPOConfig, policy=None) -> None:
-        super().check_config(cfg, policy)
-        if cfg.action_optimizer not in ACTION_OPTIMIZERS:
-            raise ValueError(
-                f"algo.action_optimizer must be one of {', '.join(ACTION_OPTIMIZERS)}, got {cfg.action_optimizer!r}"
-            )
-
     def __init__(self, cfg: DIPOConfig, ctx: MethodContext):
         super().__init__(cfg, ctx)
         self.critic = self.double_q()
         self.critic_target = self.add_critic("critic", self.critic, target=True)
         self.actor_target = frozen_copy(self.policy.network)
         self.networks["actor_target"] = self.actor_target
+        self.next_action_network = self.actor_target
 
     def act(self, obs: torch.Tensor, deterministic: bool):
         nets = [self.actor_target] * self.policy.n_sampling_steps
@@ -83,15 +77,6 @@ class DIPO(OffPolicyMethod):
         policy = frozen_copy(self.policy)
         policy.network.load_state_dict(self.actor_target.state_dict())
         return policy
-
-    def critic_loss(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        c = self.cfg
-        with torch.no_grad():
-            next_actions = self.sample_actions(b["next_obs"], self.actor_target)
-            next_q = torch.min(*self.critic_target(b["next_obs"], self.executed(next_actions)))
-            target = bellman_target(b["rewards"], b["terminated"], c.gamma, next_q)
-        q1, q2 = self.critic(b["obs"], self.executed(b["actions"]))
-        return double_q_loss(q1, q2, target), q1
 
     def moved_actions(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """`actions` after `action_steps` steps up min(Q1, Q2) (executed part), clamped to [-1, 1]."""

@@ -21,7 +21,7 @@ import torch
 
 from common.limits import FRACTION, NON_NEGATIVE, Range
 from methods.base import MethodContext
-from methods.diffusion_rl import OffPolicyConfig, OffPolicyMethod, bellman_target, double_q_loss, step
+from methods.diffusion_rl import OffPolicyConfig, OffPolicyMethod, step
 
 BC_TARGETS = ("policy_sample", "buffer")
 
@@ -41,6 +41,7 @@ class DQLConfig(OffPolicyConfig):
     buffer_size: int = 1_000_000
     """Replay buffer capacity in transitions (reference: buffer_size)."""
 
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"bc_target": BC_TARGETS}
     LIMITS: ClassVar[dict[str, Range]] = {
         **OffPolicyConfig.LIMITS,
         "alpha": NON_NEGATIVE,
@@ -52,24 +53,10 @@ class DQL(OffPolicyMethod):
     name = "dql"
     config_cls = DQLConfig
 
-    @classmethod
-    def check_config(cls, cfg: DQLConfig, policy=None) -> None:
-        super().check_config(cfg, policy)
-        if cfg.bc_target not in BC_TARGETS:
-            raise ValueError(f"algo.bc_target must be one of {', '.join(BC_TARGETS)}, got {cfg.bc_target!r}")
-
     def __init__(self, cfg: DQLConfig, ctx: MethodContext):
         super().__init__(cfg, ctx)
         self.critic = self.double_q()
         self.critic_target = self.add_critic("critic", self.critic, target=True)
-
-    def critic_loss(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            next_actions = self.sample_actions(b["next_obs"])
-            next_q = torch.min(*self.critic_target(b["next_obs"], self.executed(next_actions)))
-            target = bellman_target(b["rewards"], b["terminated"], self.cfg.gamma, next_q)
-        q1, q2 = self.critic(b["obs"], self.executed(b["actions"]))
-        return double_q_loss(q1, q2, target), q1
 
     def actor_loss(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(total, bc, q term) for a batch: samples with the chain differentiable, scored by the critic."""

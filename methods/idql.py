@@ -51,6 +51,7 @@ class IDQLConfig(OffPolicyConfig):
     buffer_size: int = 1_000_000
     """Replay buffer capacity in transitions (reference: buffer_size 25000 rows x n_envs 40)."""
 
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"exploration": EXPLORATIONS}
     LIMITS: ClassVar[dict[str, Range]] = {
         **OffPolicyConfig.LIMITS,
         "expectile": Range(0, 1, lo_open=True, hi_open=True),
@@ -69,12 +70,6 @@ def expectile_loss(diff: torch.Tensor, tau: float) -> torch.Tensor:
 class IDQL(OffPolicyMethod):
     name = "idql"
     config_cls = IDQLConfig
-
-    @classmethod
-    def check_config(cls, cfg: IDQLConfig, policy=None) -> None:
-        super().check_config(cfg, policy)
-        if cfg.exploration not in EXPLORATIONS:
-            raise ValueError(f"algo.exploration must be one of {', '.join(EXPLORATIONS)}, got {cfg.exploration!r}")
 
     def __init__(self, cfg: IDQLConfig, ctx: MethodContext):
         super().__init__(cfg, ctx)

@@ -22,7 +22,7 @@ import torch
 
 from common.limits import FRACTION, NON_NEGATIVE, Range
 from methods.base import MethodContext
-from methods.diffusion_rl import OffPolicyConfig, OffPolicyMethod, bellman_target, double_q_loss, step
+from methods.diffusion_rl import OffPolicyConfig, OffPolicyMethod, step
 
 
 @dataclass
@@ -67,14 +67,6 @@ class QSM(OffPolicyMethod):
         super().__init__(cfg, ctx)
         self.critic = self.double_q()
         self.critic_target = self.add_critic("critic", self.critic, target=True)
-
-    def critic_loss(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            next_actions = self.sample_actions(b["next_obs"])
-            next_q = torch.min(*self.critic_target(b["next_obs"], next_actions))
-            target = bellman_target(b["rewards"], b["terminated"], self.cfg.gamma, next_q)
-        q1, q2 = self.critic(b["obs"], b["actions"])
-        return double_q_loss(q1, q2, target), q1
 
     def actor_loss(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         obs, actions = b["obs"], b["actions"]
