@@ -14,6 +14,11 @@ next episode's first observation, and the newest row bootstraps from its own V(s
 `td_targets="reference"`, the default. `td_targets="episodic"` uses the stored true next observation
 and stops the recursion at truncations as well as terminations.
 
+Two more places where the reference's critic update is not what its text says, each the default here with
+the plain version as an option (README, "The diffusion-RL baselines"): it draws critic batches only from
+the buffer's oldest transitions (`critic_samples`), and its loss pairs every value of the batch with
+every target (`v_regression`), so V is pulled towards the batch's mean target.
+
 Defaults: irom-princeton/dppo cfg/gym/finetune/hopper-v2/ft_awr_diffusion_mlp.yaml.
 """
 
@@ -31,6 +36,7 @@ from methods.drwr import exp_weights
 
 TD_TARGETS = ("reference", "episodic")
 CRITIC_SAMPLES = ("reference", "uniform")
+V_REGRESSIONS = ("reference", "per_sample")
 
 
 @dataclass
@@ -48,6 +54,9 @@ class DAWRConfig(OffPolicyConfig):
     critic_samples: str = "reference"
     """"reference": critic batches drawn from the buffer's oldest transitions only, as the reference's index
     range (its buffer rows, not transitions) has it; "uniform": from every transition in the buffer."""
+    v_regression: str = "reference"
+    """"reference": the critic loss mean((V(s_i) - target_j)^2) over every pair i, j of the batch, as the reference's
+    (B, 1) values minus (B,) targets broadcast; "per_sample": each V(s_i) regresses its own target."""
     critic_update_ratio: int = 4
     """The critic takes 1/this as many gradient steps as the actor (reference: critic_update_ratio)."""
     replay_ratio: float = 64.0
@@ -55,7 +64,11 @@ class DAWRConfig(OffPolicyConfig):
     buffer_size: int = 200_000
     """Replay buffer capacity in transitions (reference: buffer_size 5000 rows x n_envs 40)."""
 
-    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"td_targets": TD_TARGETS, "critic_samples": CRITIC_SAMPLES}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "td_targets": TD_TARGETS,
+        "critic_samples": CRITIC_SAMPLES,
+        "v_regression": V_REGRESSIONS,
+    }
     LIMITS: ClassVar[dict[str, Range]] = {
         **OffPolicyConfig.LIMITS,
         "beta": POSITIVE,
@@ -87,6 +100,11 @@ def td_lambda_targets(
         val = alpha * delta + gamma * lam * carry[i] * val
         targets[i] = val + values[i]
     return targets
+
+
+def v_against(v: torch.Tensor, how: str) -> torch.Tensor:
+    """The values as the critic loss pairs them with the targets (B,): (B, 1) pairs each with all of them."""
+    return v[:, None] if how == "reference" else v
 
 
 class DAWR(OffPolicyMethod):
@@ -129,7 +147,7 @@ class DAWR(OffPolicyMethod):
         for _ in range(n_critic):
             idx = torch.randint(0, critic_range, (c.batch_size,), device=self.device)
             v = self.critic(obs[idx])
-            loss = ((v - td[idx]) ** 2).mean()
+            loss = ((v_against(v, c.v_regression) - td[idx]) ** 2).mean()
             step(self.optimizers["critic"], loss)
             self.log(critic_loss=loss, v_mean=v)
         td, values = self.targets(held)

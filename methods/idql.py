@@ -43,7 +43,8 @@ class IDQLConfig(OffPolicyConfig):
     temperature: float = 1.0
     """"boltzmann" exploration: softmax temperature on Q - V (in the buffer's scaled-reward units)."""
     eval_deterministic: bool = True
-    """Evaluation samples its candidates with the deterministic sampler (reference: eval_deterministic)."""
+    """Evaluation samples candidates with the deterministic sampler and takes the argmax; False: evaluation acts as
+    training does (stochastic candidates, `exploration`), as the reference's eval_deterministic: False."""
     n_critic_warmup_itr: int = 5
     """First iterations without actor steps (reference: n_critic_warmup_itr)."""
     replay_ratio: float = 128.0
@@ -92,10 +93,9 @@ class IDQL(OffPolicyMethod):
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool):
         S, B = self.cfg.n_candidates, obs.shape[0]
+        deterministic = deterministic and self.cfg.eval_deterministic
         many = obs.repeat(S, 1)  # candidate s of observation b at row s * B + b
-        candidates, _ = self.policy.sample(
-            many, deterministic and self.cfg.eval_deterministic, min_std=self.cfg.min_sampling_std
-        )
+        candidates, _ = self.policy.sample(many, deterministic, min_std=self.cfg.min_sampling_std)
         q = torch.min(*self.target_q(many, self.executed(candidates))).view(S, B)
         if deterministic:
             pick = q.argmax(0)
