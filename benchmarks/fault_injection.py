@@ -1,8 +1,10 @@
 """Fault injection: runs killed with SIGKILL at random moments and resumed must end exactly as uninterrupted runs.
 
-    python benchmarks/fault_injection.py [--runs 5] [--kills-per-run 12] [--seed 0] [--out DIR]
+    python benchmarks/fault_injection.py [--runs 5] [--kills-per-run 12] [--seed 0] [--out DIR] [--methods dppo,dql]
 
-For each of `--runs` tiny Avoid runs (stage=all: pre-training, then DPPO or Gaussian PPO; each its own seed):
+For each of `--runs` tiny Avoid runs (stage=all: pre-training, then one of `--methods` in turn, by default DPPO and
+Gaussian PPO; off-policy ones with a small buffer and batch, so that their replay buffer is part of what resumes;
+each its own seed):
 1. an uninterrupted reference run;
 2. the same run started, SIGKILLed at a random moment (uniform up to 70% of its reference wall-clock left, so kills
    land in start-up, pre-training, the switch to fine-tuning, rollouts, updates, checkpoint writes and the final
@@ -46,11 +48,21 @@ TINY = [
     "train.eval_every=3",
     "progress=false",
 ]
+# Off-policy methods: a small buffer and batch, so each iteration takes gradient steps from its replay buffer.
+OFF_POLICY_TINY = [
+    "algo.batch_size=32",
+    "algo.buffer_size=1000",
+    "algo.replay_ratio=4",
+    "algo.critic_hidden=[32,32,32]",
+]
 TIMINGS = {"wall_time", "time_iteration", "time_sample", "time_env", "time_update"}
 
 
 def run_args(results: Path, name: str, method: str, seed: int) -> list[str]:
-    return [f"method={method}", f"seed={seed}", f"name={name}", f"results_dir={results}", *TINY]
+    from methods import get_method
+
+    extra = OFF_POLICY_TINY if hasattr(get_method(method).config_cls, "buffer_size") else []
+    return [f"method={method}", f"seed={seed}", f"name={name}", f"results_dir={results}", *TINY, *extra]
 
 
 def start(args: list[str], env: dict | None = None) -> subprocess.Popen:
@@ -211,12 +223,14 @@ def main() -> int:
     p.add_argument("--kills-per-run", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--methods", default="dppo,gaussian_ppo", help="comma-separated; runs cycle through them")
     args = p.parse_args()
+    methods = args.methods.split(",")
     rng = random.Random(args.seed)
     results = args.out or Path(tempfile.mkdtemp(prefix="fault-injection-"))
     problems, kills, t_start, phases = [], 0, time.monotonic(), Counter()
     for i in range(args.runs):
-        method = ("dppo", "gaussian_ppo")[i % 2]
+        method = methods[i % len(methods)]
         t0 = time.monotonic()
         ref = subprocess.run([sys.executable, "-m", "experiments.run", *run_args(results, f"ref{i}", method, i)],
                              cwd=REPO, capture_output=True, text=True)  # fmt: skip
