@@ -47,6 +47,11 @@ def fmt(values: list[float]) -> str:
     return f"{np.mean(values):.3g} +- {np.std(values):.2g}"
 
 
+def fmt_mean(values: list[float | None]) -> str:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    return f"{np.mean(values):.3g}" if values else "-"
+
+
 def metric(task: str) -> str:
     return "eval_success" if task.startswith("avoid") else "eval_return"
 
@@ -81,10 +86,10 @@ def report(grid: Path, tasks: list[str]) -> None:
         for m, runs in per_method.items():
             parts = []
             for k in DIAGNOSTICS:
-                first = [r["rows"][0][k] for r in runs if r["rows"] and k in r["rows"][0]]
-                last = [r["rows"][-1][k] for r in runs if r["rows"] and k in r["rows"][-1]]
-                if first:
-                    parts.append(f"{k} {np.mean(first):.3g} -> {np.mean(last):.3g}")
+                first = [r["rows"][0].get(k) for r in runs if r["rows"]]
+                last = [r["rows"][-1].get(k) for r in runs if r["rows"]]
+                if any(v is not None for v in first):
+                    parts.append(f"{k} {fmt_mean(first)} -> {fmt_mean(last)}")
             print(f"- {m}: " + "; ".join(dict.fromkeys(parts)))
 
 

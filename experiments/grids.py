@@ -148,13 +148,15 @@ def diffusion_rl(results_dir: Path, seeds: list[int] | None = None) -> list[Grid
 # diffusion_rl_mini: what 2 CPU cores fit in about an hour with every method at the reference's replay ratios
 # (on one CPU thread a DQL gradient step, 20 differentiable denoising steps at batch 1000, takes seconds).
 # Avoid M2 with the quick start's 50 envs x 25 chunk steps, 8 iterations (40k env steps); a short Hopper run:
-# a 10k-step pre-training, then 10 envs x 100 chunk steps x 4 iterations (16k env steps).
+# a 10k-step pre-training, then 10 envs x 100 chunk steps x 5 iterations (20k env steps). There the reference's
+# 5 critic warm-up iterations (of 20k transitions each) would leave DIPO, IDQL, DQL and QSM no actor update, so
+# their warm-up is 1 iteration (of 1k transitions).
 MINI_AVOID = {"train.n_iterations": 8, "train.eval_every": 4}
 MINI_HOPPER_PRETRAIN = {"scale": "cpu", "pretrain.n_steps": 10000}
 MINI_HOPPER = {
     "train.n_envs": 10,
     "train.n_steps": 100,
-    "train.n_iterations": 4,
+    "train.n_iterations": 5,
     "train.eval_every": 2,
     "train.eval_episodes": 10,
 }
@@ -165,7 +167,11 @@ def diffusion_rl_mini(results_dir: Path, seeds: list[int] | None = None) -> list
     policy per task."""
     seeds = seeds or [0, 1, 2]
     avoid = {m: MINI_AVOID for m in DIFFUSION_RL_METHODS}
-    hopper = {m: MINI_HOPPER for m in DIFFUSION_RL_METHODS}
+    short_warmup = {"algo.n_critic_warmup_itr": 1}
+    hopper = {
+        m: {**MINI_HOPPER, **(short_warmup if m in ("dipo", "idql", "dql", "qsm") else {})}
+        for m in DIFFUSION_RL_METHODS
+    }
     return pretrain_then_finetune(
         "avoid_m2", DIFFUSION_RL_METHODS, seeds, {}, avoid, results_dir
     ) + pretrain_then_finetune("hopper", DIFFUSION_RL_METHODS, seeds, MINI_HOPPER_PRETRAIN, hopper, results_dir)
