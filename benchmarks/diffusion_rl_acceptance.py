@@ -111,8 +111,8 @@ def main() -> int:
             f"\ngrid diffusion_rl_mini: {(time.perf_counter() - t0) / 60:.1f} min wall-clock, {args.jobs} jobs, rc {rc}"
         )
     report(grid, ["avoid_m2", "hopper"])
-    tables = subprocess.run([sys.executable, "-m", "analysis.make_tables", str(grid), "--out", str(results / "report")],
-                            cwd=REPO)  # fmt: skip
+    cmd = [sys.executable, "-m", "analysis.make_tables", "--results", str(grid), "--out", str(results / "report")]
+    tables = subprocess.run(cmd, cwd=REPO)
     print(f"\nmake_tables report: {results / 'report'} (rc {tables.returncode})")
     return rc or tables.returncode
 
