@@ -76,6 +76,8 @@ def evaluate_checkpoint(
     except ValueError as e:
         raise ConfigError(str(e)) from None
     agent = method_cls(cfg.algo, method_context(cfg, spec, policy, device))
+    if ckpt.get("fine_tuned") == cfg.method and ckpt.get("acting_state"):
+        agent.load_acting_state(ckpt["acting_state"])  # e.g. IDQL's critics, which choose its actions
     with tempfile.TemporaryDirectory() as tmp:
         record = RunRecord(Path(out_dir or tmp))
         record.path.mkdir(parents=True, exist_ok=True)

@@ -175,7 +175,7 @@ def run(
                     method.exported_policy(),
                     task.name,
                     normalizer,
-                    {"fine_tuned": cfg.method, "run_config": cfg.to_dict()},
+                    {"fine_tuned": cfg.method, "run_config": cfg.to_dict(), "acting_state": method.acting_state()},
                 )
             summary.update(
                 method=cfg.method,

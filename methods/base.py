@@ -137,3 +137,13 @@ class Method(ABC):
     def exported_policy(self) -> nn.Module:
         """The policy to save as a standalone checkpoint (same kind as the pre-trained one)."""
         return self.policy
+
+    def acting_state(self) -> dict[str, Any]:
+        """What acting needs besides the exported policy (IDQL: the critics that choose among candidates);
+        saved with the fine-tuned checkpoint so that evaluating it acts as the run did."""
+        return {}
+
+    def load_acting_state(self, state: dict[str, Any]) -> None:
+        """Restore `acting_state()` from a fine-tuned checkpoint of this method."""
+        if state:
+            raise NotImplementedError(f"{type(self).__name__} saved an acting state but can't load it")

@@ -17,7 +17,7 @@ Defaults: irom-princeton/dppo cfg/gym/finetune/hopper-v2/ft_idql_diffusion_mlp.y
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -104,6 +104,13 @@ class IDQL(OffPolicyMethod):
             pick = torch.multinomial(probs.T, 1).squeeze(1)
         actions = candidates.view(S, B, *candidates.shape[1:])[pick, torch.arange(B, device=obs.device)]
         return actions, ({} if deterministic else {"actions": actions})
+
+    def acting_state(self) -> dict[str, Any]:
+        return {"target_q": self.target_q.state_dict(), "critic_v": self.critic_v.state_dict()}
+
+    def load_acting_state(self, state: dict[str, Any]) -> None:
+        self.target_q.load_state_dict(state["target_q"])
+        self.critic_v.load_state_dict(state["critic_v"])
 
     # ------------------------------------------------------------ learning
     def gradient_step(self, itr: int) -> None:
