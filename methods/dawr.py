@@ -61,6 +61,8 @@ class DAWRConfig(OffPolicyConfig):
     """The critic takes 1/this as many gradient steps as the actor (reference: critic_update_ratio)."""
     replay_ratio: float = 64.0
     """Actor gradient steps per iteration = int(new transitions / batch_size * replay_ratio)."""
+    n_critic_warmup_itr: int = 0
+    """First iterations in which the actor is not stepped (reference: n_critic_warmup_itr)."""
     buffer_size: int = 200_000
     """Replay buffer capacity in transitions (reference: buffer_size 5000 rows x n_envs 40)."""
 

@@ -57,14 +57,17 @@ class DiffusionRLConfig(ActorOptim):
 class OffPolicyConfig(DiffusionRLConfig, CriticOptim):
     critic_lr_cycle: int = 1000
     """Iterations per critic-LR cycle (reference: critic_lr_scheduler.first_cycle_steps)."""
+    n_critic_warmup_itr: int = 5
+    """First iterations in which the actor is not stepped (DIPO: nor are buffer actions moved; reference)."""
     q_residual: bool = False
     """Residual Q MLPs. The reference's Q critic (`CriticObsAct`) takes `residual_tyle`, a typo, so the
     configs' `residual_style: True` never reaches it: its Q networks are plain MLPs, and so are ours."""
     replay_ratio: float = 64.0
     """Gradient steps per iteration = int(new transitions / batch_size * replay_ratio) (reference: replay_ratio)."""
     buffer_size: int = 1_000_000
-    """Replay buffer capacity in transitions, i.e. the reference's buffer_size times n_envs where its buffer
-    holds rows of all envs (AWR, IDQL, QSM), its buffer_size where it holds single transitions (DIPO, DQL)."""
+    """Replay buffer capacity in transitions (reference Hopper: 1M for DIPO, DQL, IDQL, QSM), i.e. the reference's
+    buffer_size times n_envs where its buffer holds rows of all envs (AWR, IDQL, QSM: 25000 x 40), its
+    buffer_size where it holds single transitions (DIPO, DQL)."""
     scale_reward: float = 0.01
     """Rewards are multiplied by this when they enter the buffer (reference: scale_reward_factor)."""
 

@@ -40,10 +40,6 @@ class DIPOConfig(OffPolicyConfig):
     """The batch's action gradient is clipped to this x act_dim x act_steps (global norm; reference: 0.1)."""
     target_ema: float = 0.005
     """Polyak rate of the target critic and target actor, each gradient step (reference: target_ema_rate)."""
-    n_critic_warmup_itr: int = 5
-    """First iterations without actor (and action) updates (reference: n_critic_warmup_itr)."""
-    buffer_size: int = 1_000_000
-    """Replay buffer capacity in transitions (reference: buffer_size)."""
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"action_optimizer": ACTION_OPTIMIZERS}
     LIMITS: ClassVar[dict[str, Range]] = {

@@ -34,12 +34,8 @@ class DQLConfig(OffPolicyConfig):
     """What the diffusion loss fits: "policy_sample" (reference) or "buffer" actions (paper eq. A10)."""
     target_ema: float = 0.005
     """Polyak rate of the target critic, each gradient step (reference: target_ema_rate)."""
-    n_critic_warmup_itr: int = 5
-    """First iterations without actor steps (reference: n_critic_warmup_itr)."""
     replay_ratio: float = 16.0
     """Gradient steps per iteration = int(new transitions / batch_size * replay_ratio) (reference)."""
-    buffer_size: int = 1_000_000
-    """Replay buffer capacity in transitions (reference: buffer_size)."""
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"bc_target": BC_TARGETS}
     LIMITS: ClassVar[dict[str, Range]] = {

@@ -45,12 +45,8 @@ class IDQLConfig(OffPolicyConfig):
     eval_deterministic: bool = True
     """Evaluation samples candidates with the deterministic sampler and takes the argmax; False: evaluation acts as
     training does (stochastic candidates, `exploration`), as the reference's eval_deterministic: False."""
-    n_critic_warmup_itr: int = 5
-    """First iterations without actor steps (reference: n_critic_warmup_itr)."""
     replay_ratio: float = 128.0
     """Gradient steps per iteration = int(new transitions / batch_size * replay_ratio) (reference)."""
-    buffer_size: int = 1_000_000
-    """Replay buffer capacity in transitions (reference: buffer_size 25000 rows x n_envs 40)."""
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"exploration": EXPLORATIONS}
     LIMITS: ClassVar[dict[str, Range]] = {

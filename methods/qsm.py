@@ -31,12 +31,8 @@ class QSMConfig(OffPolicyConfig):
     """Scale of the critic's action gradient the noise prediction is matched to (reference: q_grad_coeff)."""
     critic_tau: float = 0.005
     """Polyak rate of the target critic, each gradient step (reference: critic_tau)."""
-    n_critic_warmup_itr: int = 5
-    """First iterations without actor steps (reference: n_critic_warmup_itr)."""
     replay_ratio: float = 16.0
     """Gradient steps per iteration = int(new transitions / batch_size * replay_ratio) (reference)."""
-    buffer_size: int = 1_000_000
-    """Replay buffer capacity in transitions (reference: buffer_size 25000 rows x n_envs 40)."""
 
     LIMITS: ClassVar[dict[str, Range]] = {
         **OffPolicyConfig.LIMITS,
