@@ -1,0 +1,233 @@
+"""Robomimic's four low-dim tasks on robosuite 1.5 (paper Sec. 5.1, SPEC 5).
+
+Panda arms under the OSC pose controller robomimic's datasets were recorded
+with (delta pose in the robot base frame, 20 Hz), low-dim observations made
+of exactly SPEC 5's keys, reward 1 on every step the task is solved, success
+sticky once reached, and episodes that end only at the task's step limit.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+# robosuite 1.5.2 builds and steps these tasks with MuJoCo 3.4 up to 3.9.x; 3.10 raises a TypeError and
+# 3.13 on trip a joint-type assertion inside robosuite (checked here, see the README).
+MUJOCO_RANGE = ((3, 4), (3, 10))  # [low, high)
+ROBOSUITE_RANGE = ((1, 5), (1, 6))
+
+
+class UnsupportedVersionError(RuntimeError):
+    """The installed MuJoCo or robosuite is outside the range the Robomimic suite runs on."""
+
+
+@dataclass(frozen=True)
+class RobomimicTask:
+    name: str
+    env_name: str  # robosuite's class name, as robomimic's env_args record it
+    robots: tuple[str, ...]
+    obs_keys: tuple[str, ...]  # robomimic's low-dim keys, in SPEC 5's order
+    obs_dim: int
+    act_dim: int
+    max_episode_steps: int
+    act_steps: int  # Ta
+
+
+def _keys(n_robots: int) -> tuple[str, ...]:
+    per_robot = ("eef_pos", "eef_quat", "gripper_qpos")
+    return tuple(f"robot{i}_{k}" for i in range(n_robots) for k in per_robot) + ("object",)
+
+
+ROBOMIMIC_TASKS: dict[str, RobomimicTask] = {
+    t.name: t
+    for t in (
+        RobomimicTask("lift", "Lift", ("Panda",), _keys(1), 19, 7, 300, 4),
+        RobomimicTask("can", "PickPlaceCan", ("Panda",), _keys(1), 23, 7, 300, 4),
+        RobomimicTask("square", "NutAssemblySquare", ("Panda",), _keys(1), 23, 7, 400, 4),
+        RobomimicTask("transport", "TwoArmTransport", ("Panda", "Panda"), _keys(2), 59, 14, 800, 8),
+    )
+}
+
+# robosuite's default OSC_POSE arm controller (controllers/config/default/parts/osc_pose.json), which is
+# what robomimic's datasets record in env_args: +-5 cm and +-0.5 rad per step at full input.
+OSC_POSE = {
+    "type": "OSC_POSE",
+    "input_max": 1,
+    "input_min": -1,
+    "output_max": [0.05, 0.05, 0.05, 0.5, 0.5, 0.5],
+    "output_min": [-0.05, -0.05, -0.05, -0.5, -0.5, -0.5],
+    "kp": 150,
+    "damping_ratio": 1,
+    "impedance_mode": "fixed",
+    "kp_limits": [0, 300],
+    "damping_ratio_limits": [0, 10],
+    "position_limits": None,
+    "orientation_limits": None,
+    "uncouple_pos_ori": True,
+    "input_type": "delta",
+    "input_ref_frame": "base",
+    "interpolation": None,
+    "ramp_ratio": 0.2,
+    "gripper": {"type": "GRIP"},
+}
+
+
+def controller_config() -> dict[str, Any]:
+    """robosuite 1.5's BASIC composite controller with one OSC_POSE arm, in the flattened form
+    `load_composite_controller_config` returns and robomimic 1.5-era datasets store."""
+    return {"type": "BASIC", "body_parts": {"right": copy.deepcopy(OSC_POSE)}}
+
+
+def env_kwargs(task: RobomimicTask) -> dict[str, Any]:
+    """The keyword arguments robosuite.make gets, recorded verbatim in HDF5 `env_args`."""
+    return {
+        "robots": list(task.robots),
+        "controller_configs": controller_config(),
+        "has_renderer": False,
+        "has_offscreen_renderer": False,
+        "ignore_done": True,
+        "use_object_obs": True,
+        "use_camera_obs": False,
+        "camera_depths": False,
+        "control_freq": 20,
+        "reward_shaping": False,
+        "reward_scale": 1.0,
+        "hard_reset": False,
+        "lite_physics": True,
+    }
+
+
+def _version(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")[:2]
+    return int(major), int(minor)
+
+
+def check_versions() -> None:
+    """One clear error when MuJoCo or robosuite is outside the range robosuite 1.5.2 runs the tasks on."""
+    import importlib.metadata as md
+
+    for package, (low, high) in (("mujoco", MUJOCO_RANGE), ("robosuite", ROBOSUITE_RANGE)):
+        try:
+            have = md.version(package)
+        except md.PackageNotFoundError:
+            raise UnsupportedVersionError(
+                f"the Robomimic tasks need {package} (>={'.'.join(map(str, low))},<{'.'.join(map(str, high))}); "
+                "install the project again: pip install -e ."
+            ) from None
+        if not low <= _version(have) < high:
+            raise UnsupportedVersionError(
+                f"{package} {have} is installed, but the Robomimic tasks run on {package}"
+                f">={'.'.join(map(str, low))},<{'.'.join(map(str, high))} (robosuite 1.5.2 fails on newer MuJoCo); "
+                f"pip install '{package}>={'.'.join(map(str, low))},<{'.'.join(map(str, high))}'"
+            )
+
+
+def import_robosuite():
+    check_versions()
+    # robosuite logs at INFO on import and on every controller it loads; keep its warnings and errors.
+    import robosuite
+
+    logging.getLogger("robosuite_logs").setLevel(logging.WARNING)
+    for handler in logging.getLogger("robosuite_logs").handlers:
+        handler.setLevel(logging.WARNING)
+    return robosuite
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    return {p: md.version(p) for p in ("mujoco", "robosuite", "numpy")}
+
+
+def _reseed_samplers(sampler: Any, rng: np.random.Generator) -> None:
+    if sampler is None:
+        return
+    sampler.rng = rng
+    for child in getattr(sampler, "samplers", {}).values():
+        _reseed_samplers(child, rng)
+
+
+class RobomimicEnv(gym.Env):
+    """One robosuite task as a gymnasium env with a flat low-dim observation.
+
+    `reset(seed=s)` reseeds robosuite's generator (object placement and the
+    arms' initial joint noise), so a seed reproduces an episode exactly.
+    `render_size` > 0 turns on offscreen rendering for `render()` (video).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(
+        self,
+        task: str | RobomimicTask,
+        obs_keys: tuple[str, ...] | None = None,
+        render_size: int = 0,
+        render_camera: str = "agentview",
+    ):
+        self.task = ROBOMIMIC_TASKS[task] if isinstance(task, str) else task
+        self.obs_keys = tuple(obs_keys or self.task.obs_keys)
+        robosuite = import_robosuite()
+        kwargs = env_kwargs(self.task)
+        if render_size:
+            kwargs.update(has_offscreen_renderer=True)
+        self.render_mode = "rgb_array" if render_size else None
+        self.render_size, self.render_camera = render_size, render_camera
+        self.env = robosuite.make(self.task.env_name, horizon=self.task.max_episode_steps, **kwargs)
+        obs = self.env.reset()
+        self._check_keys(obs)
+        dim = int(sum(np.size(self._value(obs, k)) for k in self.obs_keys))
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (dim,), np.float64)
+        low, high = self.env.action_spec
+        self.action_space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
+        self._t, self._success = 0, False
+
+    @staticmethod
+    def _value(obs: dict[str, np.ndarray], key: str) -> np.ndarray:
+        return obs["object-state" if key == "object" else key]
+
+    def _check_keys(self, obs: dict[str, np.ndarray]) -> None:
+        known = sorted({"object" if k == "object-state" else k for k in obs})
+        missing = [k for k in self.obs_keys if ("object-state" if k == "object" else k) not in obs]
+        if missing:
+            raise KeyError(f"task {self.task.name!r} has no observation keys {missing}; its low-dim keys are {known}")
+
+    def _flat(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([np.ravel(self._value(obs, k)) for k in self.obs_keys]).astype(np.float64)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.env.rng = np.random.default_rng(seed)
+            _reseed_samplers(getattr(self.env, "placement_initializer", None), self.env.rng)
+        obs = self.env.reset()
+        self._t, self._success = 0, False
+        return self._flat(obs), {"success": False}
+
+    def step(self, action: np.ndarray):
+        obs, _, _, _ = self.env.step(np.asarray(action, dtype=np.float64))
+        self._t += 1
+        solved = bool(self.env._check_success())
+        self._success |= solved
+        truncated = self._t >= self.task.max_episode_steps
+        return self._flat(obs), float(solved), False, truncated, {"success": self._success}
+
+    def sim_state(self) -> np.ndarray:
+        """MuJoCo's flattened state (time, qpos, qvel), robomimic's `states` entry."""
+        return np.asarray(self.env.sim.get_state().flatten())
+
+    def raw_obs(self) -> dict[str, np.ndarray]:
+        return self.env._get_observations(force_update=True)
+
+    def render(self) -> np.ndarray:
+        if not self.render_size:
+            raise RuntimeError("RobomimicEnv was built without offscreen rendering; pass render_size > 0")
+        image = self.env.sim.render(camera_name=self.render_camera, width=self.render_size, height=self.render_size)
+        return np.ascontiguousarray(image[::-1])  # MuJoCo's offscreen buffer is bottom-up
+
+    def close(self) -> None:
+        self.env.close()
