@@ -9,9 +9,10 @@ sticky once reached, and episodes that end only at the task's step limit.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -107,28 +108,31 @@ def _version(text: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def check_versions() -> None:
-    """One clear error when MuJoCo or robosuite is outside the range robosuite 1.5.2 runs the tasks on."""
+def check_versions(installed: dict[str, str] | None = None) -> None:
+    """One clear error when MuJoCo or robosuite (`installed`, default: this environment's) is outside the range
+    robosuite 1.5.2 runs the tasks on."""
     import importlib.metadata as md
 
     for package, (low, high) in (("mujoco", MUJOCO_RANGE), ("robosuite", ROBOSUITE_RANGE)):
+        wanted = f"{package}>={'.'.join(map(str, low))},<{'.'.join(map(str, high))}"
         try:
-            have = md.version(package)
-        except md.PackageNotFoundError:
+            have = installed[package] if installed is not None else md.version(package)
+        except (KeyError, md.PackageNotFoundError):
             raise UnsupportedVersionError(
-                f"the Robomimic tasks need {package} (>={'.'.join(map(str, low))},<{'.'.join(map(str, high))}); "
-                "install the project again: pip install -e ."
+                f"the Robomimic tasks need {wanted}, which is not installed; pip install -e . installs it"
             ) from None
         if not low <= _version(have) < high:
             raise UnsupportedVersionError(
-                f"{package} {have} is installed, but the Robomimic tasks run on {package}"
-                f">={'.'.join(map(str, low))},<{'.'.join(map(str, high))} (robosuite 1.5.2 fails on newer MuJoCo); "
-                f"pip install '{package}>={'.'.join(map(str, low))},<{'.'.join(map(str, high))}'"
+                f"{package} {have} is installed, but the Robomimic tasks run on {wanted} "
+                f"(robosuite 1.5.2 fails on MuJoCo 3.10 and later); pip install '{wanted}'"
             )
 
 
 def import_robosuite():
     check_versions()
+    from envs.tasks import choose_offscreen_gl
+
+    choose_offscreen_gl()  # robosuite picks its render backend once, at import
     # robosuite logs at INFO on import and on every controller it loads; keep its warnings and errors.
     import robosuite
 
@@ -144,23 +148,28 @@ def versions() -> dict[str, str]:
     return {p: md.version(p) for p in ("mujoco", "robosuite", "numpy")}
 
 
-def _reseed_samplers(sampler: Any, rng: np.random.Generator) -> None:
-    if sampler is None:
-        return
-    sampler.rng = rng
-    for child in getattr(sampler, "samplers", {}).values():
-        _reseed_samplers(child, rng)
+@functools.cache
+def obs_key_dims(task: str) -> dict[str, int]:
+    """Every low-dim observation key of `task` (robomimic's names) and its size, from one built env."""
+    from envs.data.robomimic_demos import lowdim_obs
+
+    env = RobomimicEnv(task)
+    try:
+        return {k: int(np.size(v)) for k, v in lowdim_obs(env.raw_obs()).items()}
+    finally:
+        env.close()
 
 
 class RobomimicEnv(gym.Env):
     """One robosuite task as a gymnasium env with a flat low-dim observation.
 
-    `reset(seed=s)` reseeds robosuite's generator (object placement and the
-    arms' initial joint noise), so a seed reproduces an episode exactly.
+    `reset(seed=s)` reseeds robosuite's generator (object placement, the
+    arms' initial joint noise, the hammer's flip), so a seed reproduces an
+    episode exactly.
     `render_size` > 0 turns on offscreen rendering for `render()` (video).
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+    metadata: ClassVar[dict] = {"render_modes": ["rgb_array"], "render_fps": 20}
 
     def __init__(
         self,
@@ -177,7 +186,9 @@ class RobomimicEnv(gym.Env):
             kwargs.update(has_offscreen_renderer=True)
         self.render_mode = "rgb_array" if render_size else None
         self.render_size, self.render_camera = render_size, render_camera
-        self.env = robosuite.make(self.task.env_name, horizon=self.task.max_episode_steps, **kwargs)
+        # seed 0 at construction fixes what robosuite samples once per model (Transport's hammer size), so every
+        # process builds the same task; reset(seed=) then draws placements from the same generator
+        self.env = robosuite.make(self.task.env_name, horizon=self.task.max_episode_steps, seed=0, **kwargs)
         obs = self.env.reset()
         self._check_keys(obs)
         dim = int(sum(np.size(self._value(obs, k)) for k in self.obs_keys))
@@ -202,11 +213,28 @@ class RobomimicEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         if seed is not None:
-            self.env.rng = np.random.default_rng(seed)
-            _reseed_samplers(getattr(self.env, "placement_initializer", None), self.env.rng)
-        obs = self.env.reset()
+            # in place: the placement samplers and objects (Transport's hammer flips) hold this same generator
+            self.env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
+        self.env.reset()
+        self._canonical_quaternions()
+        # robosuite's reset returns zeros for observables computed from others (Can's Can_to_robot0_eef_pos);
+        # a forced update computes them, as every later step and the recorded demonstrations have them
+        obs = self.env._get_observations(force_update=True)
         self._t, self._success = 0, False
         return self._flat(obs), {"success": False}
+
+    def _canonical_quaternions(self) -> None:
+        """Free bodies' quaternions with w >= 0. robosuite's Transport reset can place the hammer as q or -q
+        depending on the previous episode; both are one pose, but a seed should give one observation."""
+        model, data = self.env.sim.model._model, self.env.sim.data._data
+        flipped = False
+        for j in np.flatnonzero(model.jnt_type == 0):  # mjJNT_FREE: pos (3) then quaternion (w, x, y, z)
+            q = data.qpos[model.jnt_qposadr[j] + 3 : model.jnt_qposadr[j] + 7]
+            if q[0] < 0:
+                q *= -1
+                flipped = True
+        if flipped:
+            self.env.sim.forward()
 
     def step(self, action: np.ndarray):
         obs, _, _, _ = self.env.step(np.asarray(action, dtype=np.float64))

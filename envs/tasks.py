@@ -3,6 +3,7 @@ and where its dataset comes from. Adding a task = one `TaskSpec` entry."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable
@@ -15,7 +16,8 @@ import numpy as np
 from common.names import UnknownNameError, unknown
 from envs.data.loaders import DatasetError, Trajectories, load_dataset
 from envs.normalizer import MinMaxNormalizer
-from envs.wrappers import ActionChunkWrapper, NormalizeWrapper
+from envs.robomimic import ROBOMIMIC_TASKS, RobomimicTask
+from envs.wrappers import ActionChunkWrapper, NormalizeWrapper, RecordFrames
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,9 +43,43 @@ class TaskSpec:
     plot_rollouts: Callable[[dict, Path, str], None] | None = None  # {"paths", "success"} -> PNG
     score: Callable[[float], float] | None = None  # episode return -> normalised score (D4RL)
     pixel_obs: str = "-"
+    robomimic: RobomimicTask | None = None  # Robomimic tasks: robosuite env, robots, default obs keys
+    obs_keys: tuple[str, ...] | None = None  # Robomimic: the low-dim keys the policy sees (None: SPEC 5's)
+    dataset_file: str = "train.npz"
+
+    @property
+    def steps_slowly(self) -> bool:
+        """Env steps dominate an iteration (robosuite: ~50x slower than Gym), so `vector_env=auto` uses subprocesses."""
+        return self.robomimic is not None
+
+    @property
+    def video_fps(self) -> int:
+        return 20 if self.robomimic is not None else 30
 
     def default_dataset(self) -> Path:
-        return data_dir() / self.name / "train.npz"
+        return data_dir() / self.name / self.dataset_file
+
+    def with_obs_keys(self, keys: list[str] | tuple[str, ...] | None) -> TaskSpec:
+        """This task observing `keys` (Robomimic only); None or the default keys give the task unchanged."""
+        if keys is None or (self.robomimic is None and not keys):
+            return self
+        if self.robomimic is None:
+            raise ValueError(f"obs_keys= applies to the Robomimic tasks; {self.name!r} has a fixed observation")
+        keys = tuple(keys)
+        if keys == self.robomimic.obs_keys:
+            return self
+        from envs.robomimic import obs_key_dims
+
+        dims = obs_key_dims(self.robomimic.name)
+        unknown_keys = [k for k in keys if k not in dims]
+        if unknown_keys or not keys:
+            raise ValueError(f"task {self.name!r} has no observation keys {unknown_keys}; its keys are {sorted(dims)}")
+        return dataclasses.replace(
+            self,
+            obs_dim=sum(dims[k] for k in keys),
+            obs_keys=keys,
+            make_raw_env=functools.partial(_robomimic_env, self.robomimic.name, keys),
+        )
 
     def load_dataset(self, path: str | Path | None = None) -> Trajectories:
         """Load `path`, or the task's default dataset, generating it on first use."""
@@ -51,16 +87,39 @@ class TaskSpec:
             path = self.default_dataset()
             if not (path.parent / "provenance.json").is_file():
                 self.make_dataset(path.parent)
-        return load_dataset(path, self.obs_dim, self.act_dim)
+        return load_dataset(path, self.obs_dim, self.act_dim, self.robomimic, self.obs_keys)
 
-    def make_env(self, normalizer: MinMaxNormalizer) -> gym.Env:
-        env = NormalizeWrapper(self.make_raw_env(), normalizer)
+    def make_env(self, normalizer: MinMaxNormalizer, video_size: int = 0) -> gym.Env:
+        """The env the policy acts in; `video_size` > 0 renders the first episode after each seeded reset
+        into its last info's `frames` (RecordFrames)."""
+        if video_size:
+            choose_offscreen_gl()
+            env = NormalizeWrapper(RecordFrames(self.make_raw_env(render_size=video_size)), normalizer)
+        else:
+            env = NormalizeWrapper(self.make_raw_env(), normalizer)
         return ActionChunkWrapper(env, self.horizon, self.act_steps)
 
 
-def _avoid_env(setting: str) -> gym.Env:
+def choose_offscreen_gl() -> None:
+    """MuJoCo renders offscreen through EGL where there is a GPU and OSMesa (software) elsewhere, unless the
+    user chose with MUJOCO_GL, and only where that library is installed (OSMesa: Debian's libosmesa6). Set
+    before robosuite is imported, which reads it once."""
+    import ctypes.util
+
+    if "MUJOCO_GL" in os.environ:
+        return
+    gpu = Path("/dev/nvidia0").exists() and ctypes.util.find_library("EGL")
+    backend = "egl" if gpu else "osmesa" if ctypes.util.find_library("OSMesa") else None
+    if backend:
+        os.environ["MUJOCO_GL"] = backend
+        os.environ.setdefault("PYOPENGL_PLATFORM", backend)
+
+
+def _avoid_env(setting: str, render_size: int = 0) -> gym.Env:
     from envs.avoid import AvoidEnv
 
+    if render_size:
+        raise ValueError("Avoid has no renderer for video; its evaluation paths are plotted (plots/rollouts_*.png)")
     return AvoidEnv(setting=setting, max_episode_steps=100)
 
 
@@ -98,8 +157,10 @@ def _avoid(setting: str) -> TaskSpec:
     )
 
 
-def _gym_env(env_id: str) -> gym.Env:
-    return gym.make(env_id)  # v5 envs carry their 1000-step TimeLimit
+def _gym_env(env_id: str, render_size: int = 0) -> gym.Env:
+    if render_size:  # v5 envs carry their 1000-step TimeLimit
+        return gym.make(env_id, render_mode="rgb_array", width=render_size, height=render_size)
+    return gym.make(env_id)
 
 
 def _gym_dataset(task: str, out_dir: Path) -> None:
@@ -141,6 +202,38 @@ def _gym(task: str, env_id: str, obs_dim: int, act_dim: int) -> TaskSpec:
     )
 
 
+def _robomimic_env(task: str, obs_keys: tuple[str, ...] | None = None, render_size: int = 0) -> gym.Env:
+    from envs.robomimic import RobomimicEnv
+
+    return RobomimicEnv(task, obs_keys, render_size=render_size)
+
+
+def _robomimic_dataset(task: str, out_dir: Path) -> None:
+    from envs.data.robomimic_demos import generate
+
+    generate(task, out_dir, n_demos=int(os.environ.get("DPPO_ROBOMIMIC_DEMOS", 300)))
+
+
+def _robomimic(spec: RobomimicTask) -> TaskSpec:
+    return TaskSpec(
+        name=spec.name,
+        suite="robomimic",
+        obs_dim=spec.obs_dim,
+        act_dim=spec.act_dim,
+        max_episode_steps=spec.max_episode_steps,
+        horizon=spec.act_steps,
+        act_steps=spec.act_steps,
+        sparse_reward=True,
+        eval_episodes=50,
+        eval_deterministic=True,
+        make_raw_env=functools.partial(_robomimic_env, spec.name),
+        make_dataset=functools.partial(_robomimic_dataset, spec.name),
+        pixel_obs={"lift": "9 + 96x96", "can": "9 + 96x96", "square": "9 + 96x96"}.get(spec.name, "18 + 2x96x96"),
+        robomimic=spec,
+        dataset_file="demo.hdf5",
+    )
+
+
 TASKS: dict[str, TaskSpec] = {
     t.name: t
     for t in (
@@ -150,6 +243,7 @@ TASKS: dict[str, TaskSpec] = {
         _gym("hopper", "Hopper-v5", 11, 3),
         _gym("walker2d", "Walker2d-v5", 17, 6),
         _gym("halfcheetah", "HalfCheetah-v5", 17, 6),
+        *(_robomimic(spec) for spec in ROBOMIMIC_TASKS.values()),
     )
 }
 

@@ -69,3 +69,26 @@ class ActionChunkWrapper(gym.Wrapper):
                 break
         info = dict(info, chunk_steps=j + 1)
         return obs, total, terminated, truncated, info
+
+
+class RecordFrames(gym.Wrapper):
+    """Renders every step of the first episode after a seeded reset (an evaluation's start) and hands the
+    frames over in that episode's last info as `frames` (T+1, H, W, 3) uint8."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.frames: list[np.ndarray] | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.frames = [self.env.render()] if seed is not None else None
+        return obs, info
+
+    def step(self, action: np.ndarray):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.frames is not None:
+            self.frames.append(self.env.render())
+            if terminated or truncated:
+                info = dict(info, frames=np.stack(self.frames))
+                self.frames = None
+        return obs, reward, terminated, truncated, info

@@ -6,9 +6,10 @@ Each value comes from the last of these layers that sets it:
     1. the dataclass defaults (each field documented where it is declared)
     2. experiments/configs/<suite>/common.yaml     what every method of the suite shares (pre-training, envs)
     3. experiments/configs/<suite>/<method>.yaml   the method's preset, each value citing its reference config
-    4. experiments/configs/<suite>/cpu.yaml        with scale=cpu
-    5. config=FILE.yaml                            the user's own file (e.g. a run's recorded config.yaml)
-    6. key=value on the command line
+    4. experiments/configs/<suite>/<task>/{common,<method>}.yaml   where the reference's values differ by task
+    5. experiments/configs/<suite>/cpu.yaml, then <suite>/<task>/cpu.yaml    with scale=cpu
+    6. config=FILE.yaml                            the user's own file (e.g. a run's recorded config.yaml)
+    7. key=value on the command line
 
 OmegaConf checks keys and types; this module turns its exceptions into one-line errors that name the
 layer's file and the closest valid key, and remembers where each value came from (`--show-config`).
@@ -65,8 +66,13 @@ class TrainConfig:
     """Episodes per evaluation; None: the task's protocol (SPEC 5)."""
     save_every: int = 5
     """Iterations between resumable checkpoints (checkpoints/state.pt)."""
-    vector_env: str = "sync"
-    """sync: envs step in this process; async: one subprocess per env."""
+    vector_env: str = "auto"
+    """sync: envs step in this process; async: one subprocess per env; auto: async for the Robomimic tasks
+    (robosuite steps ~50x slower than Gym) when this process may use more than one CPU, else sync."""
+    video: bool = False
+    """Record the first evaluation episode of each evaluation as MP4 (videos/; logged to wandb when enabled)."""
+    video_size: int = 128
+    """Video frame width and height in pixels."""
     plot_rollouts: bool = True
     """Plot the evaluation episodes of tasks that report paths (plots/rollouts_*.png)."""
 
@@ -78,6 +84,7 @@ class TrainConfig:
         "eval_every": NON_NEGATIVE,
         "eval_episodes": AT_LEAST_ONE,
         "save_every": AT_LEAST_ONE,
+        "video_size": Range(16, 2048),
     }
 
 
@@ -107,6 +114,8 @@ class RunConfig:
     """Pre-trained policy to fine-tune; None pre-trains one first."""
     dataset: str | None = None
     """Demonstrations for pre-training; None: the task's default (generated on first use)."""
+    obs_keys: list[str] | None = None
+    """Robomimic: the low-dim observation keys, in order; None: SPEC 5's (eef pos, eef quat, gripper qpos, object)."""
     device: str = "auto"
     """auto (cuda if available, else cpu), cpu, cuda or cuda:N."""
     threads: int = 1
@@ -127,6 +136,10 @@ class RunConfig:
 
     LIMITS: ClassVar[dict[str, Range]] = {"seed": Range(0, 2**32 - 1), "threads": AT_LEAST_ONE}
 
+    def task_spec(self):
+        """The task, observing `obs_keys` where they are set."""
+        return get_task(self.task).with_obs_keys(self.obs_keys)
+
     @property
     def run_name(self) -> str:
         if self.name:
@@ -141,7 +154,7 @@ class RunConfig:
 
 STAGES = ("pretrain", "finetune", "all")
 SCALES = ("paper", "cpu")
-VECTOR_ENVS = ("sync", "async")
+VECTOR_ENVS = ("auto", "sync", "async")
 CHOOSERS = ("method", "task", "scale")  # keys that decide which preset files apply
 DEFAULT, COMMAND_LINE = "default", "command line"
 
@@ -207,7 +220,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ presets
 def check_preset_files() -> None:
-    """Every preset directory is a known suite and every file a known method, `common.yaml` or `cpu.yaml`."""
+    """Every preset directory is a known suite, each of its subfolders one of the suite's tasks, and every
+    file a known method, `common.yaml` or `cpu.yaml`."""
     suites = {t.suite for t in TASKS.values()}
     for d in sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir()):
         if d.name not in suites:
@@ -215,20 +229,36 @@ def check_preset_files() -> None:
                 f"{display_path(d)} is a preset folder for suite {d.name!r}, which no task has "
                 f"(suites: {', '.join(sorted(suites))}); rename or remove it"
             )
+        tasks = sorted(t.name for t in TASKS.values() if t.suite == d.name)
         for f in sorted(d.iterdir()):
-            if f.suffix != ".yaml" or (f.stem not in METHODS and f.stem not in ("common", "cpu")):
+            if f.is_dir() and f.name in tasks:
+                _check_preset_folder(f)
+            elif f.is_dir():
                 raise ConfigError(
-                    f"{display_path(f)} is not a preset: files there are <method>.yaml "
-                    f"(methods: {', '.join(sorted(METHODS))}), common.yaml or cpu.yaml; rename or remove it"
+                    f"{display_path(f)} is not a task of suite {d.name!r} (tasks: {', '.join(tasks)}); "
+                    "rename or remove it"
                 )
+        _check_preset_folder(d)
 
 
-def preset_layers(suite: str, method: str, scale: str) -> list[tuple[str, dict[str, Any]]]:
-    """The preset files that apply, as (source label, dotted keys) in the order they apply."""
+def _check_preset_folder(d: Path) -> None:
+    for f in sorted(p for p in d.iterdir() if p.is_file()):
+        if f.suffix != ".yaml" or (f.stem not in METHODS and f.stem not in ("common", "cpu")):
+            raise ConfigError(
+                f"{display_path(f)} is not a preset: files there are <method>.yaml "
+                f"(methods: {', '.join(sorted(METHODS))}), common.yaml or cpu.yaml; rename or remove it"
+            )
+
+
+def preset_layers(suite: str, method: str, scale: str, task: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The preset files that apply, as (source label, dotted keys) in the order they apply: the suite's
+    common.yaml and <method>.yaml, then the task's own (<suite>/<task>/common.yaml, <method>.yaml), then
+    with scale=cpu the suite's and the task's cpu.yaml."""
     check_preset_files()
-    paths = [(CONFIG_DIR / suite / "common.yaml", None), (CONFIG_DIR / suite / f"{method}.yaml", None)]
+    folders = [CONFIG_DIR / suite] + ([CONFIG_DIR / suite / task] if task else [])
+    paths = [(d / name, None) for d in folders for name in ("common.yaml", f"{method}.yaml")]
     if scale == "cpu":
-        paths.append((CONFIG_DIR / suite / "cpu.yaml", "scale=cpu"))
+        paths += [(d / "cpu.yaml", "scale=cpu") for d in folders]
     layers = []
     for path, why in paths:
         if path.is_file():
@@ -357,7 +387,7 @@ def resolve(
     policy_cfg = POLICIES[method_cls.policy_kind][1]()
     root = OmegaConf.structured(RunConfig(policy=policy_cfg, algo=method_cls.config_cls()))
     sources = dict.fromkeys(leaf_keys(root), DEFAULT)
-    for source, values in [*preset_layers(spec.suite, method, scale), *late]:
+    for source, values in [*preset_layers(spec.suite, method, scale, spec.name), *late]:
         for key, value in values.items():
             set_key(root, key, value, source)
             sources[key] = source
@@ -374,6 +404,14 @@ def resolve(
         if value not in allowed:
             prefix = "" if sources[key] in (COMMAND_LINE, DEFAULT) else f"{sources[key].split(' (')[0]}: "
             raise ConfigError(f"{prefix}{key} must be one of {', '.join(allowed)}, got {value!r}")
+    if spec.robomimic is not None:
+        from envs.robomimic import check_versions
+
+        check_versions()  # before any env is built, possibly in a subprocess
+    try:
+        cfg.task_spec()
+    except ValueError as e:
+        raise ConfigError(f"obs_keys: {e}") from None
     return cfg, sources
 
 

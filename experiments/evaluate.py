@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from envs.tasks import get_task
 from experiments.checkpoints import load_policy, read_checkpoint
 from experiments.config import ConfigError, parse_overrides, resolve
 from experiments.record import RUNTIME_KEYS, RunRecord, flatten
@@ -61,7 +60,7 @@ def evaluate_checkpoint(
         if key not in chosen and key not in layer:
             raise ConfigError(f"{checkpoint} records no run config; pass {key}=")
     cfg, _ = resolve({**chosen, **(overrides or {})}, recorded=(f"the run of {checkpoint}", layer))
-    spec, method_cls, device = get_task(cfg.task), get_method(cfg.method), resolve_device(cfg.device)
+    spec, method_cls, device = cfg.task_spec(), get_method(cfg.method), resolve_device(cfg.device)
     policy, normalizer, _ = load_policy(
         checkpoint, method_cls.policy_kind, spec.obs_dim, spec.act_dim, spec.horizon, device
     )

@@ -24,7 +24,7 @@ import torch
 
 from common.names import UnknownNameError
 from envs.data.loaders import DatasetError
-from envs.tasks import get_task
+from envs.robomimic import UnsupportedVersionError
 from envs.wrappers import NonFiniteError
 from experiments.checkpoints import CheckpointError, load_policy, save_policy
 from experiments.config import ConfigError, RunConfig, parse_overrides, render, resolve
@@ -42,6 +42,7 @@ USER_ERRORS = (
     RunDirError,
     NonFiniteError,
     FloatingPointError,
+    UnsupportedVersionError,
 )
 
 
@@ -87,7 +88,7 @@ def run(
     """Execute one run and return its summary (also written to the run record).
 
     `sources` (from `experiments.config.resolve`) says where each value came from, for config.yaml."""
-    task = get_task(cfg.task)
+    task = cfg.task_spec()
     method_cls = get_method(cfg.method)
     kind = method_cls.policy_kind
     device = resolve_device(cfg.device)
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg, sources = resolve(parse_overrides(args.overrides))
         if args.show_config and cfg.checkpoint:
-            spec, kind = get_task(cfg.task), get_method(cfg.method).policy_kind
+            spec, kind = cfg.task_spec(), get_method(cfg.method).policy_kind
             pol = load_policy(cfg.checkpoint, kind, spec.obs_dim, spec.act_dim, spec.horizon, torch.device("cpu"))[0]
             sources = adopt_checkpoint_policy(cfg, pol.cfg, sources)
         if args.show_config:

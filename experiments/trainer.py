@@ -110,6 +110,7 @@ class Episodes:
     returns: list[float] = field(default_factory=list)
     successes: list[bool] = field(default_factory=list)
     final_infos: list[dict[str, Any]] = field(default_factory=list)
+    frames: np.ndarray | None = None  # (T, H, W, 3) of the first evaluation episode, with train.video
 
     def add(self, ret: float, info: dict[str, Any]) -> None:
         self.returns.append(ret)
@@ -165,13 +166,17 @@ class Trainer:
 
     def _train_envs(self):
         if self.venv is None:
-            self.venv = make_vector_env([self.make_env] * self.cfg.train.n_envs, self.cfg.train.vector_env)
+            self.venv = make_vector_env(
+                [self.make_env] * self.cfg.train.n_envs, self.cfg.train.vector_env, self.task.steps_slowly
+            )
         return self.venv
 
     def _eval_envs(self):
         if self.eval_venv is None:
-            n = min(self.n_eval, self.cfg.train.n_envs)
-            self.eval_venv = make_vector_env([self.make_env] * n, self.cfg.train.vector_env)
+            tc = self.cfg.train
+            n = min(self.n_eval, tc.n_envs)
+            first = functools.partial(self.make_env, video_size=tc.video_size) if tc.video else self.make_env
+            self.eval_venv = make_vector_env([first] + [self.make_env] * (n - 1), tc.vector_env, self.task.steps_slowly)
         return self.eval_venv
 
     def close(self) -> None:
@@ -254,7 +259,10 @@ class Trainer:
             ret += reward
             for i in np.flatnonzero(terminated | truncated):
                 if quota[i] > 0:
-                    episodes.add(float(ret[i]), final_info(infos, i))
+                    info = final_info(infos, i)
+                    if info.get("frames") is not None:
+                        episodes.frames = info.pop("frames")
+                    episodes.add(float(ret[i]), info)
                     quota[i] -= 1
                 ret[i] = 0
         return episodes
@@ -314,6 +322,22 @@ class Trainer:
             self.record.plot_dir.mkdir(exist_ok=True)
             self.task.plot_rollouts(rollouts, self.record.plot_dir / f"{name}.png", title)
 
+    def save_video(self, episodes: Episodes, name: str) -> None:
+        """The evaluation's first episode as videos/<name>.mp4 (with train.video), and to wandb when enabled."""
+        if episodes.frames is None:
+            return
+        import imageio.v2 as imageio
+
+        path = self.record.path / "videos" / f"{name}.mp4"
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_suffix(".tmp.mp4")
+        imageio.mimwrite(tmp, list(episodes.frames), fps=self.task.video_fps, macro_block_size=1)
+        os.replace(tmp, path)
+        if self.wandb is not None:
+            import wandb
+
+            self.wandb.log({"eval_video": wandb.Video(str(path), format="mp4")}, commit=False)
+
     def fit(self) -> dict[str, Any]:
         cfg, tc = self.cfg, self.cfg.train
         start_itr, wall_before = self.load_state()
@@ -327,6 +351,7 @@ class Trainer:
             ep = self.evaluate(seed=self.eval_seed)
             initial = ep.summary("eval", self.task.score)
             self.record.write("initial_eval.json", initial)
+            self.save_video(ep, "eval_initial")
             self.save_rollouts(ep, "rollouts_initial", f"{cfg.method} {cfg.task}: before fine-tuning")
 
         t_start = time.perf_counter() - wall_before
@@ -359,6 +384,7 @@ class Trainer:
             if is_last or (tc.eval_every and (itr + 1) % tc.eval_every == 0):
                 last_eval = self.evaluate(seed=self.eval_seed)
                 row.update(last_eval.summary("eval", self.task.score))
+                self.save_video(last_eval, f"eval_itr{itr + 1:04d}")
             self.record.append(row)
             if self.wandb is not None:
                 self.wandb.log(row, step=itr)

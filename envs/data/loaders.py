@@ -165,14 +165,39 @@ def load_d4rl_hdf5(path: str | Path, obs_dim: int, act_dim: int) -> Trajectories
 REGENERATE = "if it is a task's default dataset, delete its folder and the next run generates it again"
 
 
-def load_dataset(path: str | Path, obs_dim: int, act_dim: int) -> Trajectories:
-    """Dispatch on the file type: D4RL HDF5 (.hdf5/.h5) or the reference's train.npz. A file that can't be
-    read, or holds NaN or infinite values, is a DatasetError naming it and how to get a good one."""
+def _is_robomimic_hdf5(path: str | Path) -> bool:
+    import h5py
+
+    from envs.data.robomimic_hdf5 import is_robomimic_file
+
+    if not Path(path).is_file():
+        return False
+    with h5py.File(path, "r") as f:
+        return is_robomimic_file(f)
+
+
+def load_dataset(path: str | Path, obs_dim: int, act_dim: int, robomimic=None, obs_keys=None) -> Trajectories:
+    """Dispatch on the file: robomimic HDF5 (a `data` group with `env_args`; needs the task's `robomimic`
+    spec, `obs_keys` choose the observation), D4RL HDF5 (.hdf5/.h5) or the reference's train.npz. A file
+    that can't be read, or holds NaN or infinite values, is a DatasetError naming it and how to get a good one."""
     suffix = Path(path).suffix.lower()
     if suffix not in (".hdf5", ".h5", ".npz"):
-        raise DatasetError(f"{path}: unknown dataset format {suffix!r}; use a D4RL .hdf5 or the reference's train.npz")
+        raise DatasetError(
+            f"{path}: unknown dataset format {suffix!r}; use a robomimic or D4RL .hdf5 or the reference's train.npz"
+        )
     try:
-        data = load_d4rl_hdf5(path, obs_dim, act_dim) if suffix != ".npz" else load_npz(path, obs_dim, act_dim)
+        if suffix == ".npz":
+            data = load_npz(path, obs_dim, act_dim)
+        elif _is_robomimic_hdf5(path):
+            if robomimic is None:
+                raise DatasetError(f"{path} is a robomimic dataset; use it with a Robomimic task (lift, can, ...)")
+            from envs.data.robomimic_hdf5 import load_robomimic_hdf5
+
+            data = load_robomimic_hdf5(path, robomimic, obs_keys)
+            if data.states.shape[1] != obs_dim:
+                raise DatasetError(f"{path}: keys {obs_keys} give {data.states.shape[1]} dims, expected {obs_dim}")
+        else:
+            data = load_d4rl_hdf5(path, obs_dim, act_dim)
     except DatasetError:
         raise
     except Exception as e:  # truncated, empty or foreign files fail inside numpy, zipfile or h5py

@@ -100,11 +100,15 @@ def run_episode(task: str, seed: int, env=None) -> tuple[Demo | None, int]:
     return demo, n
 
 
+_WORKER_ENVS: dict = {}  # one env per task in each worker process, built on its first job
+
+
 def _worker(task: str, seeds: list[int]) -> list[tuple[int, Demo | None, int]]:
     from envs.robomimic import RobomimicEnv
 
-    env = RobomimicEnv(task)
-    return [(seed, *run_episode(task, seed, env)) for seed in seeds]
+    if task not in _WORKER_ENVS:
+        _WORKER_ENVS[task] = RobomimicEnv(task)
+    return [(seed, *run_episode(task, seed, _WORKER_ENVS[task])) for seed in seeds]
 
 
 def env_args(task: str) -> dict[str, Any]:
@@ -185,7 +189,9 @@ def generate(
             f.cancel()
     bar.close()
     if not kept:
-        raise DatasetError(f"the scripted {task} demonstrator succeeded in none of {tried} episodes; no dataset written")
+        raise DatasetError(
+            f"the scripted {task} demonstrator succeeded in none of {tried} episodes; no dataset written"
+        )
     demos = [kept[s] for s in sorted(kept)]
     meta = {
         "generator": "envs.data.robomimic_demos (scripted multi-operator demonstrator)",

@@ -154,7 +154,8 @@ class Scripter:
         """Yield steps until the end-effector is within `tol` of `target` (callables are re-read every step).
         `via` bends the path through a sideways via-point and lets the operator overshoot, as people do on
         long transport moves."""
-        goal = target if callable(target) else (lambda t=np.asarray(target, float): t)
+        fixed = None if callable(target) else np.asarray(target, float)
+        goal = target if callable(target) else (lambda: fixed)
         goal_rot = rot if callable(rot) or rot is None else (lambda r=rot: r)
         if via:
             start = self.eef(arm)
