@@ -177,6 +177,29 @@ def diffusion_rl_mini(results_dir: Path, seeds: list[int] | None = None) -> list
     ) + pretrain_then_finetune("hopper", DIFFUSION_RL_METHODS, seeds, MINI_HOPPER_PRETRAIN, hopper, results_dir)
 
 
+ROBOMIMIC_TASKS = ("lift", "can", "square", "transport")
+
+
+def robomimic_state(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """Paper scale (Fig. 6 state input, Table A3): DPPO (diffusion MLP) and Gaussian-MLP PPO on Lift, Can, Square
+    and Transport, 3 seeds, each fine-tuning the pre-trained policy of its kind (the suite's presets)."""
+    runs: list[GridRun] = []
+    for task in ROBOMIMIC_TASKS:
+        runs += pretrain_then_finetune(task, ["dppo", "gaussian_ppo"], seeds or [0, 1, 2], {}, {}, results_dir)
+    return runs
+
+
+def robomimic_mini(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """The Robomimic suite on 2 CPU cores (scale=cpu): DPPO and Gaussian PPO on Lift and Can, 1 seed."""
+    cpu = {"scale": "cpu"}
+    runs: list[GridRun] = []
+    for task in ("lift", "can"):
+        runs += pretrain_then_finetune(
+            task, ["dppo", "gaussian_ppo"], seeds or [0], cpu, {"dppo": cpu, "gaussian_ppo": cpu}, results_dir
+        )
+    return runs
+
+
 GRIDS: dict[str, Callable[..., list[GridRun]]] = {
     "quickstart": quickstart,
     "smoke": smoke,
@@ -185,6 +208,8 @@ GRIDS: dict[str, Callable[..., list[GridRun]]] = {
     "gym_mini": gym_mini,
     "diffusion_rl": diffusion_rl,
     "diffusion_rl_mini": diffusion_rl_mini,
+    "robomimic_state": robomimic_state,
+    "robomimic_mini": robomimic_mini,
 }
 
 
@@ -197,6 +222,10 @@ GRID_RESOURCES: dict[str, dict[str, Any]] = {
     # ~65 h on Gym (paper Table A1), hence the long limit
     "diffusion_rl": {"gpus_per_run": 1, "cpus_per_run": 4, "mem_gb": 32, "time_min": 72 * 60},
     "diffusion_rl_mini": {"cpus_per_run": 1, "mem_gb": 4, "time_min": 2 * 60},
+    # robosuite steps dominate Robomimic runs: the reference steps its 50 envs in subprocesses beside one GPU
+    # (Table A2: 35-65 s an iteration on lift/can/square, ~350 s on transport, 201 iterations of it: ~20 h)
+    "robomimic_state": {"gpus_per_run": 1, "cpus_per_run": 16, "mem_gb": 32, "time_min": 36 * 60},
+    "robomimic_mini": {"cpus_per_run": 2, "mem_gb": 8, "time_min": 4 * 60},
     "quickstart": {"cpus_per_run": 1, "mem_gb": 2, "time_min": 30},
     "smoke": {"cpus_per_run": 1, "mem_gb": 2, "time_min": 10},
     "smoke_dppo": {"cpus_per_run": 1, "mem_gb": 2, "time_min": 10},

@@ -23,7 +23,10 @@ CLEAR = 0.06  # margin over walls for what hangs below the hand
 LID_DROP = np.array([-0.2, -0.45, 0.9])  # hand position to let the lid go: on robot0's table, beside the start bin
 GRIP_ALONG = 0.05  # each hand grasps the handle this far from its centre, robot0's toward -y, robot1's toward +y
 HANDOVER = np.array([0.0, 0.0, 1.05])  # where the handle's centre is held out for the swap, midway between bases
-PLACE_Z = 0.05  # hand height above the target bin's floor when letting the hammer go
+PLACE_Z = 0.05  # lowest hand height above the target bin's floor while lowering the hammer
+FLOOR_TOP = 0.005  # a bin's floor surface above `*_bin_pos`
+FINGER_REACH = 0.011  # fingertips below the grip site: finger tip body 0.1084 vs eef 0.097 (panda_gripper.xml)
+FLOOR_GAP = 0.008  # fingertips kept this far off a bin's floor when grasping (they drag and push the hand off)
 
 
 def together(s: Scripter, first: Iterator[np.ndarray], second: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
@@ -47,11 +50,22 @@ def axis_yaw(axis: np.ndarray, current: float) -> float:
     return current + fold(float(np.arctan2(axis[1], axis[0])) - current, np.pi)
 
 
-def pick(s: Scripter, arm: int, point, rot: np.ndarray, clear_z: float, depth: float = 0.0) -> Iterator[np.ndarray]:
-    """Come over `point()` no lower than `clear_z` (a bin's walls), descend onto it and close the hand."""
-    above = lambda: np.append(point()[:2], max(clear_z, point()[2] + s.op.approach_height))  # noqa: E731
+def until(steps: Iterator[np.ndarray], done) -> Iterator[np.ndarray]:
+    """`steps` cut short once `done()` holds."""
+    for act in steps:
+        if done():
+            return
+        yield act
+
+
+def pick(s: Scripter, arm: int, point, rot: np.ndarray) -> Iterator[np.ndarray]:
+    """Come over `point()` above the bins' walls, descend onto it (fingertips clear of the floor) and close the hand.
+    All bins stand at one height (same table height and placement z offset), so the target bin's floor serves."""
+    floor = float(s.obs["target_bin_pos"][2])
+    above = lambda: np.append(point()[:2], max(floor + WALL_TOP + CLEAR, point()[2] + s.op.approach_height))  # noqa: E731
+    at = lambda: np.append(point()[:2], max(point()[2], floor + FLOOR_TOP + FINGER_REACH + FLOOR_GAP))  # noqa: E731
     yield from s.move(above, rot, arm=arm, tol=0.015, via=True)
-    yield from s.move(lambda: point() + [0.0, 0.0, depth], rot, arm=arm, tol=0.007, speed=0.5)
+    yield from s.move(at, rot, arm=arm, tol=0.007, speed=0.5)
     yield from s.grasp(arm)
 
 
@@ -66,9 +80,7 @@ def script(s: Scripter) -> Iterator[np.ndarray]:
 def arm0_fetch(s, obs, handle_axis, up):
     rot = s.yaw_rotation(gripper_yaw(s, 0))  # the lid handle is long along y: the hand's initial yaw closes across it
     lid = lambda: obs("lid_handle_pos")  # noqa: E731
-    yield from s.move(lambda: lid() + up(s.op.approach_height), rot, arm=0, tol=0.015, via=True)
-    yield from s.move(lambda: lid() + up(0.002), rot, arm=0, tol=0.008, speed=0.5)
-    yield from s.grasp(0)
+    yield from pick(s, 0, lid, rot)
     yield from s.move(lambda: s.eef(0) * [1, 1, 0] + up(1.1), rot, arm=0, tol=0.03)
     yield from s.move(LID_DROP + up(0.2), rot, arm=0, tol=0.03, via=True)
     yield from s.move(LID_DROP, rot, arm=0, tol=0.02)
@@ -77,7 +89,7 @@ def arm0_fetch(s, obs, handle_axis, up):
     # the hammer: grasp the handle GRIP_ALONG from its centre on robot0's side
     rot = s.yaw_rotation(axis_yaw(handle_axis(), gripper_yaw(s, 0)))
     grip = lambda: obs("payload_pos") - GRIP_ALONG * handle_axis()  # noqa: E731
-    yield from pick(s, 0, grip, rot, obs("target_bin_pos")[2] + WALL_TOP + CLEAR)  # all bins stand at one height
+    yield from pick(s, 0, grip, rot)
     yield from s.move(lambda: s.eef(0) * [1, 1, 0] + up(HANDOVER[2]), rot, arm=0, tol=0.03)
     rot = s.yaw_rotation(np.pi / 2)  # handle along y for the swap
     yield from s.move(HANDOVER - [0.0, GRIP_ALONG, 0.0], rot, arm=0, tol=0.015, via=True)
@@ -89,7 +101,7 @@ def arm1_trash(s, obs, up):
     rot = s.yaw_rotation(face_yaw(s.obs["trash_quat"], gripper_yaw(s, 1)))
     trash = lambda: obs("trash_pos")  # noqa: E731
     carry = obs("target_bin_pos")[2] + WALL_TOP + CLEAR
-    yield from pick(s, 1, trash, rot, carry, depth=-0.005)
+    yield from pick(s, 1, trash, rot)
     yield from s.move(lambda: s.eef(1) * [1, 1, 0] + up(carry), rot, arm=1, tol=0.03)
     yield from s.move(lambda: obs("trash_bin_pos") * [1, 1, 0] + up(carry), rot, arm=1, tol=0.03, via=True)
     yield from s.release(1)
@@ -117,7 +129,9 @@ def handover(s, obs, handle_axis, up):
     over = lambda z: lambda: np.append(s.eef(1)[:2] + obs("target_bin_pos")[:2] - obs("payload_pos")[:2], z)  # noqa: E731
     floor = obs("target_bin_pos")[2]
     yield from s.move(over(floor + WALL_TOP + CLEAR), rot1, arm=1, tol=0.03, via=True)
-    yield from s.move(over(floor + PLACE_Z), rot1, arm=1, tol=0.02, speed=0.5)
+    landed = lambda: bool(s.obs["payload_in_target_bin"])  # noqa: E731
+    yield from until(s.move(over(floor + PLACE_Z), rot1, arm=1, tol=0.02, speed=0.3), landed)
     yield from s.release(1)
+    yield from s.hold(5, arm=1)
     yield from s.move(s.eef(1) + up(0.1), rot1, arm=1, tol=0.03)
     yield from s.hold(10, arm=1)
