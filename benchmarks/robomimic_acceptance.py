@@ -42,7 +42,9 @@ def demos(tasks: list[str], n_demos: int, workers: int | None) -> bool:
         wall = time.perf_counter() - t0
         passed = prov["scripted_success_rate"] >= SCRIPTED_TARGET[task] and wall <= TIME_TARGET_S.get(task, 1e9)
         ok &= passed
-        target = f">= {SCRIPTED_TARGET[task]}" + (f", <= {TIME_TARGET_S[task] // 60} min" if task in TIME_TARGET_S else "")
+        target = f">= {SCRIPTED_TARGET[task]}"
+        if task in TIME_TARGET_S:
+            target += f", <= {TIME_TARGET_S[task] // 60} min"
         print(
             f"| {task} | {prov['demos']} | {prov['scripted_success_rate']:.3f} ({prov['episodes_tried']} tried) "
             f"| {prov['mean_length']:.0f} | {prov['env_steps']} | {prov['workers']} | {wall / 60:.1f} | {target} "

@@ -60,7 +60,7 @@ def main() -> int:
     p.add_argument("--run", default=None, help="a finished fine-tuning run directory to compare with")
     args = p.parse_args()
     print(f"{os.cpu_count()} CPUs, {usable_cpus()} usable; {args.seconds:.0f} s per measurement")
-    print("| task | env steps/s, 1 core | all cores (x{0} envs) | per core |\n|---|---:|---:|---:|".format(args.workers))
+    print(f"| task | env steps/s, 1 core | all cores (x{args.workers} envs) | per core |\n|---|---:|---:|---:|")
     bare = {}
     for task in args.tasks:
         single = one_core(task, args.seconds)
@@ -80,7 +80,7 @@ def main() -> int:
             f"\nrun {run} ({cfg['method']} {cfg['task']}, {len(rows)} iterations, {rows[-1]['env_steps']} env steps, "
             f"{cfg['train']['n_envs']} envs, vector_env={cfg['train']['vector_env']})"
         )
-        print(f"whole fine-tuning loop: {loop:,.0f} env steps/s; {total / 60:.1f} min: {shares}, evaluations {rest:.0%}")
+        print(f"whole fine-tuning loop: {loop:,.0f} env steps/s; {total / 60:.1f} min: {shares}, evaluation {rest:.0%}")
         if cfg["task"] in bare:
             print(f"ratio bare all-core / loop: {bare[cfg['task']] / loop:.2f}x")
     return 0

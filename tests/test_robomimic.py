@@ -29,7 +29,8 @@ SPEC5 = {"lift": (19, 7, 300), "can": (23, 7, 300), "square": (23, 7, 400), "tra
 def test_task_dimensions_and_seeded_resets(task: str) -> None:
     obs_dim, act_dim, max_steps = SPEC5[task]
     spec = get_task(task)
-    assert (spec.obs_dim, spec.act_dim, spec.max_episode_steps, spec.suite) == (obs_dim, act_dim, max_steps, "robomimic")
+    assert (spec.obs_dim, spec.act_dim, spec.max_episode_steps) == (obs_dim, act_dim, max_steps)
+    assert spec.suite == "robomimic"
     env = RobomimicEnv(task)
     rng = np.random.default_rng(0)
     actions = rng.uniform(-1, 1, (5, act_dim))
@@ -159,9 +160,7 @@ def _set_env_args(f, change) -> None:
         (lambda f: _set_env_args(f, lambda a: a.update(env_name="PickPlaceCan")), "recorded on 'PickPlaceCan'"),
         (lambda f: _set_env_args(f, lambda a: a["env_kwargs"].update(robots=["Sawyer"])), "robots ['Sawyer']"),
         (
-            lambda f: _set_env_args(
-                f, lambda a: a["env_kwargs"].update(controller_configs={"type": "JOINT_VELOCITY"})
-            ),
+            lambda f: _set_env_args(f, lambda a: a["env_kwargs"].update(controller_configs={"type": "JOINT_VELOCITY"})),
             "JOINT_VELOCITY",
         ),
         (lambda f: [f[f"data/demo_{i}/rewards"].__setitem__(slice(None), 0.0) for i in range(3)], "success reward"),
