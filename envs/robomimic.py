@@ -133,11 +133,21 @@ def import_robosuite():
     from envs.tasks import choose_offscreen_gl
 
     choose_offscreen_gl()  # robosuite picks its render backend once, at import
-    # robosuite logs at INFO on import and on every controller it loads; keep its warnings and errors.
-    import robosuite
+    # On import robosuite warns about optional parts these tasks don't use (a private macro file, extra robot
+    # models, whole-body IK for humanoids), in every env subprocess; keep only its errors there, and its
+    # warnings and errors after.
+    log = logging.getLogger("robosuite_logs")
 
-    logging.getLogger("robosuite_logs").setLevel(logging.WARNING)
-    for handler in logging.getLogger("robosuite_logs").handlers:
+    def errors_only(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+    log.addFilter(errors_only)
+    try:
+        import robosuite
+    finally:
+        log.removeFilter(errors_only)
+    log.setLevel(logging.WARNING)
+    for handler in log.handlers:
         handler.setLevel(logging.WARNING)
     return robosuite
 

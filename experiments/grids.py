@@ -190,10 +190,10 @@ def robomimic_state(results_dir: Path, seeds: list[int] | None = None) -> list[G
 
 
 def robomimic_mini(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
-    """The Robomimic suite on 2 CPU cores (scale=cpu): DPPO and Gaussian PPO on Lift and Can, 1 seed."""
+    """The Robomimic suite on 2 CPU cores (scale=cpu): DPPO and Gaussian PPO on Can and Lift, 1 seed."""
     cpu = {"scale": "cpu"}
     runs: list[GridRun] = []
-    for task in ("lift", "can"):
+    for task in ("can", "lift"):
         runs += pretrain_then_finetune(
             task, ["dppo", "gaussian_ppo"], seeds or [0], cpu, {"dppo": cpu, "gaussian_ppo": cpu}, results_dir
         )

@@ -232,3 +232,14 @@ def test_demo_generator_cli_refuses_a_typo() -> None:
         timeout=120,
     )
     assert proc.returncode == 2 and "invalid choice: 'lfit'" in proc.stderr
+
+
+def test_auto_vector_env_uses_subprocesses_only_for_slow_envs_on_several_cpus() -> None:
+    from envs.vector import resolve_kind, usable_cpus
+
+    several = usable_cpus() > 1
+    assert resolve_kind("auto", 8, slow_env=True) == ("async" if several else "sync")
+    assert resolve_kind("auto", 8, slow_env=False) == "sync"
+    assert resolve_kind("auto", 1, slow_env=True) == "sync"
+    assert resolve_kind("sync", 8, slow_env=True) == "sync" and resolve_kind("async", 1, slow_env=False) == "async"
+    assert get_task("can").steps_slowly and not get_task("hopper").steps_slowly
