@@ -23,7 +23,7 @@ FLOOR_TOP = 0.005  # a bin's floor surface above `*_bin_pos`
 CLEAR = 0.06  # margin over the walls for what hangs below the hand
 FINGER_REACH = 0.011  # fingertips below the grip site: finger tip body 0.1084 vs eef 0.097 (panda_gripper.xml)
 FLOOR_GAP = 0.008  # fingertips kept this far off a bin's floor when grasping (dragging them pushes the hand off)
-LID_DROP = np.array([-0.2, -0.45, 0.9])  # hand position to let the lid go: on robot0's table, beside the start bin
+LID_DROP = np.array([-0.2, -0.45, 0.97])  # hand position to let the lid fall: onto robot0's table beside the start bin
 HAMMER_COM = 0.059  # the hammer's centre of mass, along the handle from its centre towards the head (body inertia)
 GRIP1 = 0.07  # arm 1 takes the handle this far from its centre on the free end (which ends at 0.1): 13 cm from arm 0
 # Arm 0's hand for the swap. The arms are 1.62 m apart: held straight down at its base's height, a hand reaches ~0.8 m
@@ -32,7 +32,10 @@ GRIP1 = 0.07  # arm 1 takes the handle this far from its centre on the free end 
 # joint into its limit.
 HANDOVER = np.array([0.0, -0.1, 1.0])
 REACH_PITCH = 0.4
-PLACE_Z = 0.05  # lowest hand height above the target bin's floor while lowering the hammer
+CARRY_CLEAR = 0.15  # hand height over the walls carrying the hammer, which may hang tipped 45 degrees from its end
+# hand height above `target_bin_pos` to lower the hammer to: the handle (1.5 cm half-thick) pressed flat on the floor
+# (a hammer let go as soon as its tipped end touches can bounce off the floor again)
+PLACE_Z = FLOOR_TOP + 0.015 + 0.01
 
 
 def together(s: Scripter, first: Iterator[np.ndarray], second: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
@@ -56,13 +59,6 @@ def holding(s: Scripter, arm: int, steps: Iterator[np.ndarray]) -> Iterator[np.n
     here, rot = s.eef(arm), s.eef_rot(arm)
     for act in steps:
         act[7 * arm : 7 * arm + 6] = s.step_towards(here, rot, arm)[7 * arm : 7 * arm + 6]
-        yield act
-
-
-def until(steps: Iterator[np.ndarray], done) -> Iterator[np.ndarray]:
-    for act in steps:
-        if done():
-            return
         yield act
 
 
@@ -107,9 +103,8 @@ def hammer(s: Scripter) -> tuple[np.ndarray, np.ndarray]:
 def arm0_fetch(s: Scripter) -> Iterator[np.ndarray]:
     rot = s.yaw_rotation(gripper_yaw(s, 0))  # the lid handle is long along y: the hand's initial yaw closes across it
     yield from pick(s, 0, lambda: np.asarray(s.obs["lid_handle_pos"], float), rot)
-    yield from s.move(s.eef(0) * [1, 1, 0] + [0.0, 0.0, 1.1], rot, arm=0, tol=0.03)
-    yield from s.move(LID_DROP + [0.0, 0.0, 0.2], rot, arm=0, tol=0.03, via=True)
-    yield from s.move(LID_DROP, rot, arm=0, tol=0.02)
+    yield from s.move(s.eef(0) * [1, 1, 0] + [0.0, 0.0, LID_DROP[2] + 0.1], rot, arm=0, tol=0.02)  # lid over the walls
+    yield from s.move(LID_DROP, rot, arm=0, tol=0.03, via=True)
     yield from s.release(0)
     yield from s.move(s.eef(0) + [0.0, 0.0, 0.1], rot, arm=0, tol=0.03)
     # grasp the handle at the hammer's centre of mass, so it does not pivot in the fingers
@@ -118,6 +113,9 @@ def arm0_fetch(s: Scripter) -> Iterator[np.ndarray]:
     yaw += fold(float(np.arctan2(axis[1], axis[0])) - yaw, np.pi)  # the hand's x axis along the handle
     along = s.rng.uniform(-1, 1) * s.op.grasp_offset
     yield from pick(s, 0, lambda: hammer(s)[0] + (HAMMER_COM + along) * hammer(s)[1], s.yaw_rotation(yaw))
+    # the head lies ~1 cm from the bin's wall and drags on it (tipping the hammer in the hand) if lifted straight up:
+    # slide it 2.5 cm away first
+    yield from s.move(s.eef(0) - 0.025 * axis * [1, 1, 0] + [0.0, 0.0, 0.01], s.yaw_rotation(yaw), arm=0, tol=0.01)
     yield from s.move(s.eef(0) * [1, 1, 0] + [0.0, 0.0, HANDOVER[2] + 0.05], s.yaw_rotation(yaw), arm=0, tol=0.03)
     # hold it out with the head towards arm 0 (-y) and the free end towards arm 1; turning the hand through +pi keeps
     # joint 7 inside its range (it turns opposite to the hand's yaw, from ~0.8 rad at yaw pi/2)
@@ -150,18 +148,19 @@ def handover(s: Scripter) -> Iterator[np.ndarray]:
     yield from holding(s, 1, s.release(0))
     # arm 0 lifts its open fingers straight off the handle before backing away (sliding along it would catch the head)
     yield from holding(s, 1, s.move(s.eef(0) + [0.0, 0.0, 0.1], s.eef_rot(0), arm=0, tol=0.02))
-    rot1 = s.eef_rot(1)
+    # arm 1 turns its hand a quarter as it backs off: the hammer then hangs along +x from its free end, so over the
+    # bin the hand is 0.45 m from arm 1's base (along y it would be 0.3 m, too close to reach well)
+    rot1 = s.yaw_rotation(0.0)
     yield from together(
         s,
         s.move(s.eef(0) + [0.0, -0.15, 0.0], s.eef_rot(0), arm=0, tol=0.03),
-        s.move(s.eef(1) + [0.0, 0.1, 0.0], rot1, arm=1, tol=0.03),
+        s.move(s.eef(1) + [0.0, 0.1, 0.05], rot1, arm=1, tol=0.03),
     )
-    # the hammer's centre (not the hand) over the bin's centre
+    # the hammer's centre (not the hand) over the bin's centre, high enough for a hammer hanging tipped in the hand
     target = np.asarray(s.obs["target_bin_pos"], float)
     over = lambda z: lambda: np.append(s.eef(1)[:2] + target[:2] - hammer(s)[0][:2], z)  # noqa: E731
-    yield from s.move(over(target[2] + WALL_TOP + CLEAR), rot1, arm=1, tol=0.03, via=True)
-    landed = lambda: bool(s.obs["payload_in_target_bin"])  # noqa: E731
-    yield from until(s.move(over(target[2] + PLACE_Z), rot1, arm=1, tol=0.02, speed=0.3), landed)
+    yield from s.move(over(target[2] + WALL_TOP + CARRY_CLEAR), rot1, arm=1, tol=0.03, via=True)
+    yield from s.move(over(target[2] + PLACE_Z), rot1, arm=1, tol=0.01, speed=0.3)
     yield from s.release(1)
     yield from s.hold(5, arm=1)
     yield from s.move(s.eef(1) + [0.0, 0.0, 0.1], rot1, arm=1, tol=0.03)
