@@ -33,9 +33,6 @@ GRIP1 = 0.07  # arm 1 takes the handle this far from its centre on the free end 
 HANDOVER = np.array([0.0, -0.1, 1.0])
 REACH_PITCH = 0.4
 CARRY_CLEAR = 0.15  # hand height over the walls carrying the hammer, which may hang tipped 45 degrees from its end
-# hand height above `target_bin_pos` to lower the hammer to: the handle (1.5 cm half-thick) pressed flat on the floor
-# (a hammer let go as soon as its tipped end touches can bounce off the floor again)
-PLACE_Z = FLOOR_TOP + 0.015 + 0.01
 
 
 def together(s: Scripter, first: Iterator[np.ndarray], second: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
@@ -88,6 +85,11 @@ def pick(s: Scripter, arm: int, point, rot: np.ndarray) -> Iterator[np.ndarray]:
 def rot_x(angle: float) -> np.ndarray:
     c, s = np.cos(angle), np.sin(angle)
     return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+def rot_y(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
 def script(s: Scripter) -> Iterator[np.ndarray]:
@@ -156,11 +158,19 @@ def handover(s: Scripter) -> Iterator[np.ndarray]:
         s.move(s.eef(0) + [0.0, -0.15, 0.0], s.eef_rot(0), arm=0, tol=0.03),
         s.move(s.eef(1) + [0.0, 0.1, 0.05], rot1, arm=1, tol=0.03),
     )
-    # the hammer's centre (not the hand) over the bin's centre, high enough for a hammer hanging tipped in the hand
+    # the hammer's centre (not the hand) over the bin's centre, high enough for a hammer hanging tipped in the hand;
+    # then down, creeping the last few centimetres (a hammer landing fast bounces off the floor) until it lies pressed
+    # flat (its handle 1.5 cm half-thick) on the floor
     target = np.asarray(s.obs["target_bin_pos"], float)
-    over = lambda z: lambda: np.append(s.eef(1)[:2] + target[:2] - hammer(s)[0][:2], z)  # noqa: E731
-    yield from s.move(over(target[2] + WALL_TOP + CARRY_CLEAR), rot1, arm=1, tol=0.03, via=True)
-    yield from s.move(over(target[2] + PLACE_Z), rot1, arm=1, tol=0.01, speed=0.3)
+    centre_at = lambda z: lambda: s.eef(1) + np.append(target[:2], z) - hammer(s)[0]  # noqa: E731
+    carry = lambda: centre_at(0.0)() * [1, 1, 0] + [0.0, 0.0, target[2] + WALL_TOP + CARRY_CLEAR]  # noqa: E731
+    yield from s.move(carry, rot1, arm=1, tol=0.03, via=True)
+    # held by one end the hammer tips in the fingers: turn the hand about the fingers' axis (world y) to level it
+    axis = lambda: hammer(s)[1]  # noqa: E731
+    level = lambda: rot_y(np.arcsin(np.clip(axis()[2], -1, 1)) * np.sign(axis()[0])) @ s.eef_rot(1)  # noqa: E731
+    floor = target[2] + FLOOR_TOP
+    yield from s.move(centre_at(floor + 0.06), level, arm=1, tol=0.015, rot_tol=0.1, speed=0.4)
+    yield from s.move(centre_at(floor + 0.01), level, arm=1, tol=0.005, rot_tol=0.1, speed=0.1)
     yield from s.release(1)
     yield from s.hold(5, arm=1)
     yield from s.move(s.eef(1) + [0.0, 0.0, 0.1], rot1, arm=1, tol=0.03)
