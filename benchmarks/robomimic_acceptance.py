@@ -94,6 +94,7 @@ def grid(results: Path) -> bool:
 
 def plot_can(g: Path) -> None:
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -106,12 +107,16 @@ def plot_can(g: Path) -> None:
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         initial = json.loads((run / "initial_eval.json").read_text())["eval_success"]
         points = [(0, initial)] + [(r["env_steps"], r["eval_success"]) for r in rows if "eval_success" in r]
-        ax.plot([p[0] / 1e3 for p in points], [p[1] for p in points], "o-", color=colour, label=method)
+        ax.plot([p[0] / 1e3 for p in points], [p[1] for p in points], "o-", color=colour, label=f"{method}: evaluation")
+        steps = np.array([r["env_steps"] for r in rows]) / 1e3
+        train = np.array([r["train_success"] for r in rows])
+        smooth = np.convolve(train, np.ones(5) / 5, mode="valid")  # 8 noisy training episodes an iteration
+        ax.plot(steps[4:], smooth, "--", color=colour, alpha=0.6, label=f"{method}: training (5-iteration mean)")
     ax.set_xlabel("env steps (thousands)")
-    ax.set_ylabel("success (50 episodes)")
+    ax.set_ylabel("success")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("Can, robomimic_mini (2 CPU cores)")
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     out = REPO / "docs" / "robomimic_mini_can_learning_curves.png"
     fig.savefig(out, dpi=120)

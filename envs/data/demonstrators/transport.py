@@ -25,14 +25,14 @@ FINGER_REACH = 0.011  # fingertips below the grip site: finger tip body 0.1084 v
 FLOOR_GAP = 0.008  # fingertips kept this far off a bin's floor when grasping (dragging them pushes the hand off)
 LID_DROP = np.array([-0.2, -0.45, 0.97])  # hand position to let the lid fall: onto robot0's table beside the start bin
 HAMMER_COM = 0.059  # the hammer's centre of mass, along the handle from its centre towards the head (body inertia)
+HEAD_REACH = 0.031  # the head reaches past the handle's end (0.1 from its centre) by 2 head half-sizes (hammer.py)
 GRIP1 = 0.07  # arm 1 takes the handle this far from its centre on the free end (which ends at 0.1): 13 cm from arm 0
-# Arm 0's hand for the swap. The arms are 1.62 m apart: held straight down at its base's height, a hand reaches ~0.8 m
-# out only with the elbow straight, where OSC stalls. Arm 0 stays 0.71 m out; arm 1 pitches its hand towards arm 0
-# (REACH_PITCH, fingers still closing across the handle), which brings its wrist 0.08 m back; more runs the wrist
-# joint into its limit.
+# The bases are 1.62 m apart, and a hand pointing down at base height reaches ~0.8 m out only with the elbow straight,
+# where OSC stalls. So arm 0 holds the hammer out 0.71 m (HANDOVER, its hand) and arm 1 pitches its hand towards arm 0
+# (REACH_PITCH; the fingers still close across the handle), which brings its wrist 8 cm back (more: wrist joint limit).
 HANDOVER = np.array([0.0, -0.1, 1.0])
 REACH_PITCH = 0.4
-CARRY_CLEAR = 0.15  # hand height over the walls carrying the hammer, which may hang tipped 45 degrees from its end
+CARRY_CLEAR = 0.1  # hand height over the walls carrying the hammer, which may hang a little tipped from its end
 
 
 def together(s: Scripter, first: Iterator[np.ndarray], second: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
@@ -59,7 +59,7 @@ def holding(s: Scripter, arm: int, steps: Iterator[np.ndarray]) -> Iterator[np.n
         yield act
 
 
-def press(s: Scripter, arm: int, point, rot, tol: float = 0.006, steps: int = 60) -> Iterator[np.ndarray]:
+def press(s: Scripter, arm: int, point, rot, tol: float = 0.008, steps: int = 50) -> Iterator[np.ndarray]:
     """Close in on `point()` slowly, aiming past it by the accumulated horizontal error as a person does when the
     hand lags: low down near its base the OSC arm sags up to ~2.5 cm toward it, which a proportional aim never fixes."""
     aim = np.zeros(3)
@@ -67,8 +67,8 @@ def press(s: Scripter, arm: int, point, rot, tol: float = 0.006, steps: int = 60
         err = point() - s.eef(arm)
         if np.linalg.norm(err) < tol:
             return
-        aim[:2] = np.clip(aim[:2] + 0.3 * err[:2], -0.04, 0.04)
-        yield s.step_towards(point() + aim, rot, arm, speed=0.5)
+        aim[:2] = np.clip(aim[:2] + 0.1 * err[:2], -0.03, 0.03)
+        yield s.step_towards(point() + aim, rot, arm, speed=0.25)
 
 
 def pick(s: Scripter, arm: int, point, rot: np.ndarray) -> Iterator[np.ndarray]:
@@ -78,6 +78,7 @@ def pick(s: Scripter, arm: int, point, rot: np.ndarray) -> Iterator[np.ndarray]:
     above = lambda: np.append(point()[:2], max(floor + WALL_TOP + CLEAR, point()[2] + s.op.approach_height))  # noqa: E731
     at = lambda: np.append(point()[:2], max(point()[2], floor + FLOOR_TOP + FINGER_REACH + FLOOR_GAP))  # noqa: E731
     yield from s.move(above, rot, arm=arm, tol=0.015, via=True)
+    yield from s.move(lambda: at() + [0.0, 0.0, 0.03], rot, arm=arm, tol=0.02, speed=0.5)
     yield from press(s, arm, at, rot)
     yield from s.grasp(arm)
 
@@ -92,14 +93,14 @@ def rot_y(angle: float) -> np.ndarray:
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-def script(s: Scripter) -> Iterator[np.ndarray]:
-    yield from together(s, arm0_fetch(s), arm1_trash(s))
-    yield from handover(s)
-
-
 def hammer(s: Scripter) -> tuple[np.ndarray, np.ndarray]:
     """The handle's centre and its axis towards the head."""
     return np.asarray(s.obs["payload_pos"], float), quat_to_mat(s.obs["payload_quat"])[:, 2]
+
+
+def script(s: Scripter) -> Iterator[np.ndarray]:
+    yield from together(s, arm0_fetch(s), arm1_trash(s))
+    yield from handover(s)
 
 
 def arm0_fetch(s: Scripter) -> Iterator[np.ndarray]:
@@ -118,13 +119,13 @@ def arm0_fetch(s: Scripter) -> Iterator[np.ndarray]:
     # the head lies ~1 cm from the bin's wall and drags on it (tipping the hammer in the hand) if lifted straight up:
     # slide it 2.5 cm away first
     yield from s.move(s.eef(0) - 0.025 * axis * [1, 1, 0] + [0.0, 0.0, 0.01], s.yaw_rotation(yaw), arm=0, tol=0.01)
-    yield from s.move(s.eef(0) * [1, 1, 0] + [0.0, 0.0, HANDOVER[2] + 0.05], s.yaw_rotation(yaw), arm=0, tol=0.03)
-    # hold it out with the head towards arm 0 (-y) and the free end towards arm 1; turning the hand through +pi keeps
-    # joint 7 inside its range (it turns opposite to the hand's yaw, from ~0.8 rad at yaw pi/2)
-    head_forward = hammer(s)[1] @ s.eef_rot(0)[:, 0] > 0
-    for turn in [np.pi, 1.5 * np.pi] if head_forward else [np.pi / 2]:
-        yield from s.move(s.eef(0), s.yaw_rotation(turn), arm=0, tol=0.05, rot_tol=0.15)
-    yield from s.move(HANDOVER, s.yaw_rotation(turn), arm=0, tol=0.015, via=True)
+    # hold it out with the head towards arm 0 (-y) and the free end towards arm 1. If the head points along the hand's
+    # x axis that takes a half turn of the hand, made through +pi so that joint 7 (which turns opposite to the hand's
+    # yaw, from ~0.8 rad at yaw pi/2) stays inside its +-2.9 rad range: a quarter while lifting, a quarter on the way
+    turns = (np.pi, 1.5 * np.pi) if hammer(s)[1] @ s.eef_rot(0)[:, 0] > 0 else (yaw, np.pi / 2)
+    lift = s.eef(0) * [1, 1, 0] + [0.0, 0.0, HANDOVER[2] + 0.05]
+    yield from s.move(lift, s.yaw_rotation(turns[0]), arm=0, tol=0.03, rot_tol=0.2)
+    yield from s.move(HANDOVER, s.yaw_rotation(turns[1]), arm=0, tol=0.015, via=True)
 
 
 def arm1_trash(s: Scripter) -> Iterator[np.ndarray]:
@@ -145,7 +146,7 @@ def handover(s: Scripter) -> Iterator[np.ndarray]:
     rot = rot_x(-REACH_PITCH) @ s.yaw_rotation(-np.pi / 2)  # fingers point down and towards arm 0
     back = rot[:, 2] * -0.06  # lined up 6 cm back along the fingers
     yield from holding(s, 0, s.move(lambda: free_end() + back, rot, arm=1, tol=0.015))
-    yield from holding(s, 0, press(s, 1, free_end, rot))
+    yield from holding(s, 0, press(s, 1, free_end, rot, tol=0.01))
     yield from holding(s, 0, s.grasp(1))
     yield from holding(s, 1, s.release(0))
     # arm 0 lifts its open fingers straight off the handle before backing away (sliding along it would catch the head)
@@ -156,20 +157,24 @@ def handover(s: Scripter) -> Iterator[np.ndarray]:
     yield from together(
         s,
         s.move(s.eef(0) + [0.0, -0.15, 0.0], s.eef_rot(0), arm=0, tol=0.03),
-        s.move(s.eef(1) + [0.0, 0.1, 0.05], rot1, arm=1, tol=0.03),
+        s.move(s.eef(1) + [0.0, 0.1, 0.05], rot1, arm=1, tol=0.03, rot_tol=0.2),
     )
-    # the hammer's centre (not the hand) over the bin's centre, high enough for a hammer hanging tipped in the hand;
-    # then down, creeping the last few centimetres (a hammer landing fast bounces off the floor) until it lies pressed
+
+    # held by one end the hammer tips in the fingers: tilt the hand about the fingers' axis (world y) to level it
+    def level() -> np.ndarray:
+        axis, tilt = hammer(s)[1], s.eef_rot(1) @ rot1.T
+        return rot_y(np.arctan2(tilt[0, 2], tilt[0, 0]) + np.arcsin(np.clip(axis[2], -1, 1)) * np.sign(axis[0])) @ rot1
+
+    # the whole hammer (its handle's centre is HEAD_REACH / 2 off its middle) over the bin's centre, above the walls;
+    # then down, creeping the last centimetres (a hammer landing fast bounces off the floor) until it lies pressed
     # flat (its handle 1.5 cm half-thick) on the floor
     target = np.asarray(s.obs["target_bin_pos"], float)
-    centre_at = lambda z: lambda: s.eef(1) + np.append(target[:2], z) - hammer(s)[0]  # noqa: E731
+    middle = lambda: hammer(s)[0] + HEAD_REACH / 2 * hammer(s)[1] * [1, 1, 0]  # noqa: E731
+    centre_at = lambda z: lambda: s.eef(1) + np.append(target[:2], z) - middle()  # noqa: E731
     carry = lambda: centre_at(0.0)() * [1, 1, 0] + [0.0, 0.0, target[2] + WALL_TOP + CARRY_CLEAR]  # noqa: E731
-    yield from s.move(carry, rot1, arm=1, tol=0.03, via=True)
-    # held by one end the hammer tips in the fingers: turn the hand about the fingers' axis (world y) to level it
-    axis = lambda: hammer(s)[1]  # noqa: E731
-    level = lambda: rot_y(np.arcsin(np.clip(axis()[2], -1, 1)) * np.sign(axis()[0])) @ s.eef_rot(1)  # noqa: E731
+    yield from s.move(carry, level, arm=1, tol=0.03, rot_tol=0.3, via=True)
     floor = target[2] + FLOOR_TOP
-    yield from s.move(centre_at(floor + 0.06), level, arm=1, tol=0.015, rot_tol=0.1, speed=0.4)
+    yield from s.move(centre_at(floor + 0.06), level, arm=1, tol=0.02, rot_tol=0.15, speed=0.5)
     yield from s.move(centre_at(floor + 0.01), level, arm=1, tol=0.005, rot_tol=0.1, speed=0.1)
     yield from s.release(1)
     yield from s.hold(5, arm=1)
