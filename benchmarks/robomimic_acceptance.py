@@ -53,41 +53,39 @@ def demos(tasks: list[str], n_demos: int, workers: int | None) -> bool:
     return ok
 
 
-def _summary(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+def _finished(g: Path, runs: list[tuple[str, str, str]]):
+    """(first column, second column, summary) of each finished run; a row saying so for the others."""
+    for a, b, name in runs:
+        path = g / name / "summary.json"
+        if path.is_file():
+            yield a, b, json.loads(path.read_text())
+        else:
+            print(f"| {a} | {b} | (not finished) |")
 
 
 def grid(results: Path) -> bool:
     ok = True
     g = results / "robomimic_mini"
     print("| task | policy | pre-trained success (50 ep., deterministic) | target |\n|---|---|---:|---|")
-    for task in ("lift", "can"):
-        for kind in ("diffusion", "gaussian"):
-            s = _summary(g / f"pretrain_{kind}_{task}" / "summary.json")
-            if s is None:
-                print(f"| {task} | {kind} | (not finished) | |")
-                continue
-            success = s["final_eval"]["eval_success"]
-            target = PRETRAINED_TARGET[task] if kind == "diffusion" else None
-            passed = target is None or success >= target
-            ok &= passed
-            mark = f">= {target} {'PASS' if passed else 'FAIL'}" if target else ""
-            print(f"| {task} | {kind} | {success:.2f} | {mark} |")
+    pretrained = [(t, k, f"pretrain_{k}_{t}") for t in ("lift", "can") for k in ("diffusion", "gaussian")]
+    for task, kind, s in _finished(g, pretrained):
+        success = s["final_eval"]["eval_success"]
+        target = PRETRAINED_TARGET[task] if kind == "diffusion" else None
+        passed = target is None or success >= target
+        ok &= passed
+        mark = f">= {target} {'PASS' if passed else 'FAIL'}" if target else ""
+        print(f"| {task} | {kind} | {success:.2f} | {mark} |")
     print("\n| method | task | pre-trained success | fine-tuned success | change | env steps | wall-clock (min) |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    for task in ("lift", "can"):
-        for method in ("dppo", "gaussian_ppo"):
-            f = _summary(g / f"{method}_{task}_s0" / "summary.json")
-            if f is None:
-                print(f"| {method} | {task} | (not finished) |")
-                continue
-            before, after = f["initial_eval"]["eval_success"], f["final_eval"]["eval_success"]
-            if method == "dppo" and task == "can":
-                ok &= after - before >= 0.2
-            print(
-                f"| {method} | {task} | {before:.2f} | {after:.2f} | {after - before:+.2f} | {f['env_steps']} "
-                f"| {f['wall_time'] / 60:.1f} |"
-            )
+    finetuned = [(m, t, f"{m}_{t}_s0") for t in ("lift", "can") for m in ("dppo", "gaussian_ppo")]
+    for method, task, f in _finished(g, finetuned):
+        before, after = f["initial_eval"]["eval_success"], f["final_eval"]["eval_success"]
+        if method == "dppo" and task == "can":
+            ok &= after - before >= 0.2
+        print(
+            f"| {method} | {task} | {before:.2f} | {after:.2f} | {after - before:+.2f} | {f['env_steps']} "
+            f"| {f['wall_time'] / 60:.1f} |"
+        )
     plot_can(g)
     return ok
 
