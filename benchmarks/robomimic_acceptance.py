@@ -9,7 +9,9 @@ Lift, Can, Square; >= 0.6 on Transport) and the time (<= 30 min for Lift and
 Can). `grid` reads a `robomimic_mini` grid: the pre-trained diffusion policies'
 success (50 deterministic episodes; Lift >= 0.6, Can >= 0.3), DPPO's and
 Gaussian PPO's fine-tuning on Can (DPPO: +0.2 absolute), and draws the Can
-learning curves into docs/.
+learning curves into docs/. The grid runs Can only; Lift's rows appear when its
+runs are there too (e.g. `python -m experiments.run method=dppo task=lift stage=pretrain
+scale=cpu name=pretrain_diffusion_lift results_dir=results/robomimic_mini`).
 """
 
 from __future__ import annotations
