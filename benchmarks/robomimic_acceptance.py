@@ -1,17 +1,18 @@
 """Acceptance figures of the Robomimic suite (issue 16), on this machine.
 
     python benchmarks/robomimic_acceptance.py demos [--tasks lift can square transport] [--demos 300] [--workers 2]
+    python benchmarks/robomimic_acceptance.py pretrained RUN_DIR [RUN_DIR ...]
     python benchmarks/robomimic_acceptance.py grid --results results   # after: python run_all.py --grid robomimic_mini
 
 `demos` generates each task's demonstrations (data/<task>/, or $DPPO_DATA_DIR),
 timing them, and checks the scripted demonstrator's success rate (>= 0.9 on
 Lift, Can, Square; >= 0.6 on Transport) and the time (<= 30 min for Lift and
-Can). `grid` reads a `robomimic_mini` grid: the pre-trained diffusion policies'
-success (50 deterministic episodes; Lift >= 0.6, Can >= 0.3), DPPO's and
-Gaussian PPO's fine-tuning on Can (DPPO: +0.2 absolute), and draws the Can
-learning curves into docs/. The grid runs Can only; Lift's rows appear when its
-runs are there too (e.g. `python -m experiments.run method=dppo task=lift stage=pretrain
-scale=cpu name=pretrain_diffusion_lift results_dir=results/robomimic_mini`).
+Can). `pretrained` reads finished pre-training runs, e.g. those of
+`python -m experiments.run method=dppo task=<task> stage=pretrain scale=cpu results_dir=results/robomimic_pretrain`
+(add `pretrain.n_steps=5000` on Can, whose 2-core preset pre-trains 1000 steps for the fine-tuning grid), and
+checks the diffusion policies' success (50 deterministic episodes; Lift >= 0.6, Can >= 0.3). `grid` reads a
+`robomimic_mini` grid: DPPO's and Gaussian PPO's fine-tuning on Can (DPPO: +0.2 absolute over its pre-trained
+policy) and draws the Can learning curves into docs/.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ sys.path.insert(0, str(REPO))
 from envs.data.robomimic_demos import generate  # noqa: E402
 from envs.robomimic import ROBOMIMIC_TASKS  # noqa: E402
 from envs.tasks import data_dir  # noqa: E402
+from methods import get_method  # noqa: E402
 
 SCRIPTED_TARGET = {"lift": 0.9, "can": 0.9, "square": 0.9, "transport": 0.6}
 TIME_TARGET_S = {"lift": 1800, "can": 1800}
@@ -65,21 +67,34 @@ def _finished(g: Path, runs: list[tuple[str, str, str]]):
             print(f"| {a} | {b} | (not finished) |")
 
 
-def grid(results: Path) -> bool:
+def pretrained(runs: list[Path]) -> bool:
     ok = True
-    g = results / "robomimic_mini"
-    print("| task | policy | pre-trained success (50 ep., deterministic) | target |\n|---|---|---:|---|")
-    pretrained = [(t, k, f"pretrain_{k}_{t}") for t in ("lift", "can") for k in ("diffusion", "gaussian")]
-    for task, kind, s in _finished(g, pretrained):
+    print("| task | policy | pre-training steps | wall-clock (min) | success (50 ep., deterministic) | target |")
+    print("|---|---|---:|---:|---:|---|")
+    for run in runs:
+        if not (run / "summary.json").is_file():
+            print(f"| {run} | (not finished) |")
+            continue
+        s, c = (json.loads((run / f).read_text()) for f in ("summary.json", "config.json"))
+        task, kind = s["task"], get_method(s["method"]).policy_kind
         success = s["final_eval"]["eval_success"]
-        target = PRETRAINED_TARGET[task] if kind == "diffusion" else None
+        target = PRETRAINED_TARGET.get(task) if kind == "diffusion" else None
         passed = target is None or success >= target
         ok &= passed
         mark = f">= {target} {'PASS' if passed else 'FAIL'}" if target else ""
-        print(f"| {task} | {kind} | {success:.2f} | {mark} |")
-    print("\n| method | task | pre-trained success | fine-tuned success | change | env steps | wall-clock (min) |")
+        print(
+            f"| {task} | {kind} | {c['pretrain']['n_steps']} | {s['pretrain']['wall_time'] / 60:.1f} "
+            f"| {success:.2f} | {mark} |"
+        )
+    return ok
+
+
+def grid(results: Path) -> bool:
+    ok = True
+    g = results / "robomimic_mini"
+    print("| method | task | pre-trained success | fine-tuned success | change | env steps | wall-clock (min) |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    finetuned = [(m, t, f"{m}_{t}_s0") for t in ("lift", "can") for m in ("dppo", "gaussian_ppo")]
+    finetuned = [(m, "can", f"{m}_can_s0") for m in ("dppo", "gaussian_ppo")]
     for method, task, f in _finished(g, finetuned):
         before, after = f["initial_eval"]["eval_success"], f["final_eval"]["eval_success"]
         if method == "dppo" and task == "can":
@@ -130,10 +145,17 @@ def main() -> int:
     d.add_argument("--tasks", nargs="+", default=list(ROBOMIMIC_TASKS), choices=list(ROBOMIMIC_TASKS))
     d.add_argument("--demos", type=int, default=300)
     d.add_argument("--workers", type=int, default=None)
+    t = sub.add_parser("pretrained")
+    t.add_argument("runs", nargs="+", type=Path)
     r = sub.add_parser("grid")
     r.add_argument("--results", type=Path, default=REPO / "results")
     args = p.parse_args()
-    ok = demos(args.tasks, args.demos, args.workers) if args.cmd == "demos" else grid(args.results)
+    if args.cmd == "demos":
+        ok = demos(args.tasks, args.demos, args.workers)
+    elif args.cmd == "pretrained":
+        ok = pretrained(args.runs)
+    else:
+        ok = grid(args.results)
     return 0 if ok else 1
 
 

@@ -219,8 +219,10 @@ GRID_RESOURCES: dict[str, dict[str, Any]] = {
     # ~65 h on Gym (paper Table A1), hence the long limit
     "diffusion_rl": {"gpus_per_run": 1, "cpus_per_run": 4, "mem_gb": 32, "time_min": 72 * 60},
     "diffusion_rl_mini": {"cpus_per_run": 1, "mem_gb": 4, "time_min": 2 * 60},
-    # robosuite steps dominate Robomimic runs: the reference steps its 50 envs in subprocesses beside one GPU
-    # (Table A2: 35-65 s an iteration on lift/can/square, ~350 s on transport, 201 iterations of it: ~20 h).
+    # robosuite steps dominate Robomimic runs: the reference steps its 50 envs in subprocesses beside one GPU.
+    # Measured: DPPO on Can at paper scale took 64 s an iteration (one H200, 16 cores), 151 iterations ~3 h;
+    # Transport steps ~3x slower per env, and an iteration is 50 x 400 chunks of 8 (160k env steps): ~400 s at
+    # ~25 steps/s a core, 201 iterations ~22 h.
     # Memory: each env subprocess holds ~0.65 GB (measured on Can: robosuite's model plus the imports), and a run
     # keeps its 50 training and 50 evaluation envs alive, ~65 GB with the trainer.
     "robomimic_state": {"gpus_per_run": 1, "cpus_per_run": 16, "mem_gb": 80, "time_min": 36 * 60},
