@@ -25,6 +25,7 @@ import torch
 from common.names import UnknownNameError
 from envs.data.loaders import DatasetError
 from envs.robomimic import UnsupportedVersionError
+from envs.vector import EnvMemoryError
 from envs.wrappers import NonFiniteError
 from experiments.checkpoints import CheckpointError, load_policy, save_policy
 from experiments.config import ConfigError, RunConfig, parse_overrides, render, resolve
@@ -43,6 +44,7 @@ USER_ERRORS = (
     NonFiniteError,
     FloatingPointError,
     UnsupportedVersionError,
+    EnvMemoryError,
 )
 
 

@@ -167,7 +167,10 @@ class Trainer:
     def _train_envs(self):
         if self.venv is None:
             self.venv = make_vector_env(
-                [self.make_env] * self.cfg.train.n_envs, self.cfg.train.vector_env, self.task.steps_slowly
+                [self.make_env] * self.cfg.train.n_envs,
+                self.cfg.train.vector_env,
+                self.task.steps_slowly,
+                self.task.subprocess_memory_gb,
             )
         return self.venv
 
@@ -176,7 +179,12 @@ class Trainer:
             tc = self.cfg.train
             n = min(self.n_eval, tc.n_envs)
             first = functools.partial(self.make_env, video_size=tc.video_size) if tc.video else self.make_env
-            self.eval_venv = make_vector_env([first] + [self.make_env] * (n - 1), tc.vector_env, self.task.steps_slowly)
+            self.eval_venv = make_vector_env(
+                [first] + [self.make_env] * (n - 1),
+                tc.vector_env,
+                self.task.steps_slowly,
+                self.task.subprocess_memory_gb,
+            )
         return self.eval_venv
 
     def close(self) -> None:

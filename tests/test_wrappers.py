@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from envs.normalizer import MinMaxNormalizer
-from envs.vector import make_vector_env
+from envs.vector import EnvMemoryError, check_memory, make_vector_env
 from envs.wrappers import ActionChunkWrapper, NonFiniteError, NormalizeWrapper
 
 
@@ -76,3 +76,13 @@ def test_vector_env_keeps_final_observation(kind):
     np.testing.assert_allclose(obs, 0)  # already reset
     np.testing.assert_allclose(np.stack(info["final_obs"]), 2)  # the true last observation
     venv.close()
+
+
+def test_subprocess_envs_refused_when_memory_would_run_out():
+    check_memory(3, 0.5, available_gb=2.0)  # 1.5 GB fits
+    with pytest.raises(EnvMemoryError, match=r"3 subprocess envs need ~6 GB .* 2 GB is available; lower train.n_envs"):
+        check_memory(3, 2.0, available_gb=2.0)
+    # make_vector_env checks before starting any worker, against the memory actually available
+    with pytest.raises(EnvMemoryError):
+        make_vector_env([lambda: CountingEnv(end=2)] * 2, "async", gb_per_env=1e9)
+    make_vector_env([lambda: CountingEnv(end=2)] * 2, "sync", gb_per_env=1e9).close()  # in-process: no check
