@@ -10,6 +10,7 @@ index.md with all of them, and says which tables it can't fill and why.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -128,7 +129,7 @@ def build(
 
     A builder that fails on records it didn't expect costs its own table or figure, with the error named,
     never the others."""
-    from analysis import figures
+    from analysis import figures, section6
     from analysis.stats import statistics_tables
 
     items: list[Table | Missing] = [task_table()]
@@ -161,13 +162,17 @@ def build(
     items += guarded("statistics", statistics_tables, cells, reps)
     items += guarded("hyperparameters", hyperparameter_tables, cells)
     items += guarded("ablations", ablation_tables, cells)
+    fig_dir = out / "figures"
+    drawers = [
+        ("learning_curves", functools.partial(figures.learning_curves, cells, fig_dir)),
+        ("avoid_trajectories", functools.partial(figures.avoid_trajectories, cells, fig_dir)),
+    ]
+    if any(r.task in section6.AVOID and r.method in section6.KIND_LABEL for r in runs):
+        drawers += [(name, functools.partial(make, runs, fig_dir)) for name, make in section6.FIGURES]
     figs, missing = [], []
-    for name, make in (
-        ("learning_curves", figures.learning_curves),
-        ("avoid_trajectories", figures.avoid_trajectories),
-    ):
+    for name, draw in drawers:
         try:
-            written, miss = make(cells, out / "figures")
+            written, miss = draw()
         except Exception as e:
             messages.append(f"warning: could not draw {name}: {type(e).__name__}: {e}")
             written, miss = [], [f"{name}: failed on these records ({type(e).__name__}: {e})"]

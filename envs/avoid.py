@@ -133,6 +133,7 @@ class AvoidEnv(gym.Env):
             dtype=np.float32,
         )
 
+        self.start_noise = START_NOISE.copy()  # half-width of the random start box (widened for robustness tests)
         self._desired = START_CENTRE.copy()
         self._current = START_CENTRE.copy()
         self._path: list[np.ndarray] = []
@@ -151,7 +152,7 @@ class AvoidEnv(gym.Env):
             start = np.asarray(options["start"], dtype=np.float64).reshape(2)
             start = np.clip(start, WORKSPACE_LOW, WORKSPACE_HIGH)
         else:
-            start = START_CENTRE + self.np_random.uniform(-1.0, 1.0, size=2) * START_NOISE
+            start = START_CENTRE + self.np_random.uniform(-1.0, 1.0, size=2) * self.start_noise
         self._desired = start.copy()
         self._current = start.copy()
         self._path = [self._current.copy()]

@@ -170,6 +170,19 @@ def obs_key_dims(task: str) -> dict[str, int]:
         env.close()
 
 
+def widen_placements(sampler, scale: float) -> None:
+    """Scale every uniform placement sampler's x and y ranges about their centres (robosuite's
+    UniformRandomSampler, directly or inside a SequentialCompositeSampler)."""
+    for s in getattr(sampler, "samplers", {sampler.name: sampler}).values():
+        if hasattr(s, "samplers"):
+            widen_placements(s, scale)
+            continue
+        for attr in ("x_range", "y_range"):
+            lo, hi = getattr(s, attr)
+            mid, half = (lo + hi) / 2, (hi - lo) / 2 * scale
+            setattr(s, attr, [mid - half, mid + half])
+
+
 class RobomimicEnv(gym.Env):
     """One robosuite task as a gymnasium env with a flat low-dim observation.
 

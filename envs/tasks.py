@@ -95,15 +95,36 @@ class TaskSpec:
                 self.make_dataset(path.parent)
         return load_dataset(path, self.obs_dim, self.act_dim, self.robomimic, self.obs_keys)
 
-    def make_env(self, normalizer: MinMaxNormalizer, video_size: int = 0) -> gym.Env:
+    def make_env(self, normalizer: MinMaxNormalizer, video_size: int = 0, init_range: float = 1.0) -> gym.Env:
         """The env the policy acts in; `video_size` > 0 renders the first episode after each seeded reset
-        into its last info's `frames` (RecordFrames)."""
+        into its last info's `frames` (RecordFrames); `init_range` scales the initial-state randomisation
+        (`widen_initial_states`)."""
         if video_size:
             choose_offscreen_gl()
-            env = NormalizeWrapper(RecordFrames(self.make_raw_env(render_size=video_size)), normalizer)
+            raw = RecordFrames(self.make_raw_env(render_size=video_size))
         else:
-            env = NormalizeWrapper(self.make_raw_env(), normalizer)
-        return ActionChunkWrapper(env, self.horizon, self.act_steps)
+            raw = self.make_raw_env()
+        if init_range != 1.0:
+            widen_initial_states(raw.unwrapped, init_range)
+        return ActionChunkWrapper(NormalizeWrapper(raw, normalizer), self.horizon, self.act_steps)
+
+
+def widen_initial_states(env: gym.Env, scale: float) -> None:
+    """Scale the half-width of the env's initial-state randomisation by `scale` about its centre: Avoid's start
+    box, Gym's `reset_noise_scale` (qpos and qvel noise), Robomimic's object placement ranges (robosuite's
+    uniform samplers; the robot's joint noise is left alone). Other envs refuse."""
+    from envs.avoid import AvoidEnv
+
+    if isinstance(env, AvoidEnv):
+        env.start_noise = env.start_noise * scale
+    elif hasattr(env, "_reset_noise_scale"):  # gymnasium's MuJoCo v5 locomotion envs
+        env._reset_noise_scale *= scale
+    elif hasattr(env, "env") and hasattr(env.env, "placement_initializer"):
+        from envs.robomimic import widen_placements
+
+        widen_placements(env.env.placement_initializer, scale)
+    else:
+        raise ValueError(f"{type(env).__name__} has no initial-state range to widen; leave train.init_range at 1")
 
 
 def choose_offscreen_gl() -> None:

@@ -76,6 +76,7 @@ def load_policy(
         raise CheckpointError(
             f"{path} was trained for obs dim {got[0]}, action dim {got[1]}, chunk {got[2]} "
             f"(task {ckpt['task']}); this task needs {obs_dim}, {act_dim}, {horizon}"
+            + (f" (a chunk of {got[2]}: set horizon={got[2]})" if got[:2] == (obs_dim, act_dim) else "")
         )
     policy_cls, cfg_cls = POLICIES[kind]
     cfg = cfg_cls(**ckpt["policy_config"])

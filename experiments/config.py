@@ -32,7 +32,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 from omegaconf.nodes import BooleanNode, FloatNode, IntegerNode, StringNode
 
-from common.limits import AT_LEAST_ONE, NON_NEGATIVE, Range, out_of_range
+from common.limits import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range, out_of_range
 from common.names import UnknownNameError
 from envs.tasks import TASKS, get_task
 from experiments.record import flatten
@@ -66,6 +66,8 @@ class TrainConfig:
     """Episodes per evaluation; None: the task's protocol (SPEC 5)."""
     save_every: int = 5
     """Iterations between resumable checkpoints (checkpoints/state.pt)."""
+    snapshot_every: int = 0
+    """Iterations between snapshots of the fine-tuned policy (checkpoints/policy_itr<N>.pt, for analysis); 0: none."""
     vector_env: str = "auto"
     """sync: envs step in this process; async: one subprocess per env; auto: async for the Robomimic tasks
     (robosuite steps ~50x slower than Gym) when this process may use more than one CPU, else sync."""
@@ -75,6 +77,15 @@ class TrainConfig:
     """Video frame width and height in pixels."""
     plot_rollouts: bool = True
     """Plot the evaluation episodes of tasks that report paths (plots/rollouts_*.png)."""
+    action_noise: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    """[low, high]: noise of magnitude ~ U(low, high) and random sign added to every executed action (normalised
+    units) in rollouts and evaluations, a perturbed controller; [0, 0]: none (paper D.8: [0.1, 0.2])."""
+    action_noise_start: int = 0
+    """First fine-tuning iteration with action noise (paper D.8: 5); evaluating a checkpoint applies it in full."""
+    action_noise_ramp: int = 0
+    """Iterations over which the noise limits grow linearly from 0 to action_noise (paper D.8: 5); 0: at once."""
+    init_range: float = 1.0
+    """Scale of the half-width of the task's initial-state randomisation (envs/tasks.py widen_initial_states)."""
 
     LIMITS: ClassVar[dict[str, Range]] = {
         "n_iterations": AT_LEAST_ONE,
@@ -84,7 +95,12 @@ class TrainConfig:
         "eval_every": NON_NEGATIVE,
         "eval_episodes": AT_LEAST_ONE,
         "save_every": AT_LEAST_ONE,
+        "snapshot_every": NON_NEGATIVE,
         "video_size": Range(16, 2048),
+        "action_noise": NON_NEGATIVE,
+        "action_noise_start": NON_NEGATIVE,
+        "action_noise_ramp": NON_NEGATIVE,
+        "init_range": POSITIVE,
     }
 
 
@@ -114,6 +130,10 @@ class RunConfig:
     """Pre-trained policy to fine-tune; None pre-trains one first."""
     dataset: str | None = None
     """Demonstrations for pre-training; None: the task's default (generated on first use)."""
+    horizon: int | None = None
+    """Ta predicted: the policy's action chunk length; None: the task's (SPEC 5)."""
+    act_steps: int | None = None
+    """Ta executed: how many of the chunk's actions the env runs per step; None: the horizon (the task's if unset)."""
     obs_keys: list[str] | None = None
     """Robomimic: the low-dim observation keys, in order; None: SPEC 5's (eef pos, eef quat, gripper qpos, object)."""
     device: str = "auto"
@@ -134,11 +154,23 @@ class RunConfig:
     """The method's config (its class depends on the method)."""
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
-    LIMITS: ClassVar[dict[str, Range]] = {"seed": Range(0, 2**32 - 1), "threads": AT_LEAST_ONE}
+    LIMITS: ClassVar[dict[str, Range]] = {
+        "seed": Range(0, 2**32 - 1),
+        "threads": AT_LEAST_ONE,
+        "horizon": AT_LEAST_ONE,
+        "act_steps": AT_LEAST_ONE,
+    }
 
     def task_spec(self):
-        """The task, observing `obs_keys` where they are set."""
-        return get_task(self.task).with_obs_keys(self.obs_keys)
+        """The task, observing `obs_keys` where they are set, with the chunk sizes `horizon` and `act_steps`."""
+        spec = get_task(self.task).with_obs_keys(self.obs_keys)
+        if self.horizon is None and self.act_steps is None:
+            return spec
+        horizon = self.horizon or spec.horizon
+        act_steps = self.act_steps or (horizon if self.horizon else spec.act_steps)
+        if act_steps > horizon:
+            raise ValueError(f"act_steps={act_steps} exceeds horizon={horizon}: a step executes part of the chunk")
+        return dataclasses.replace(spec, horizon=horizon, act_steps=act_steps)
 
     @property
     def run_name(self) -> str:
@@ -157,6 +189,7 @@ SCALES = ("paper", "cpu")
 VECTOR_ENVS = ("auto", "sync", "async")
 CHOOSERS = ("method", "task", "scale")  # keys that decide which preset files apply
 DEFAULT, COMMAND_LINE = "default", "command line"
+PRESET_SOURCE = "experiments/configs/"  # how the source of a value a preset file set begins
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -399,6 +432,9 @@ def resolve(
         prefix = "" if sources[key] in (COMMAND_LINE, DEFAULT) else f"{sources[key].split(' (')[0]}: "
         each = " (each)" if isinstance(value, list) else ""
         raise ConfigError(f"{prefix}{key}={_yaml_value(value)} is out of range: it must be {rng}{each}")
+    noise = cfg.train.action_noise
+    if len(noise) != 2 or noise[0] > noise[1]:
+        raise ConfigError(f"train.action_noise must be [low, high] with low <= high, got {noise}")
     for key, allowed in (("stage", STAGES), ("train.vector_env", VECTOR_ENVS)):
         value = OmegaConf.select(root, key)
         if value not in allowed:
@@ -411,7 +447,7 @@ def resolve(
     try:
         cfg.task_spec()
     except ValueError as e:
-        raise ConfigError(f"obs_keys: {e}") from None
+        raise ConfigError(str(e) if "act_steps" in str(e) else f"obs_keys: {e}") from None
     return cfg, sources
 
 

@@ -11,6 +11,12 @@ protocol: 50 for Avoid), `episodes` rounded down to whole batches; batch b start
 `method=`, `task=`, `config=FILE` and any config key override the recorded values (a checkpoint without a
 recorded config needs `method=` and `task=`). `out=DIR` writes the first batch's episodes there
 (`rollouts_eval.json` and a plot, for tasks that record paths).
+
+Robustness (paper Fig. 12), on any task: `action_noise=X` moves every executed action by +-X (normalised
+units, random sign; `action_noise=[LOW,HIGH]`: a magnitude drawn from U(LOW, HIGH)), a perturbed controller;
+`init_range=S` scales the half-width of the task's initial-state randomisation by S (Avoid's start box, Gym's
+reset noise, Robomimic's object placement). They are `train.action_noise` and `train.init_range`, applied in
+full here.
 """
 
 from __future__ import annotations
@@ -99,6 +105,8 @@ def evaluate_checkpoint(
         "success": float(np.mean(successes)),
         "success_std_over_batches": float(np.std(per_batch)),
         "return": float(np.mean(returns)),
+        "action_noise": list(cfg.train.action_noise),
+        "init_range": cfg.train.init_range,
     }
 
 
@@ -113,9 +121,21 @@ def _int(ov: dict[str, Any], key: str) -> int | None:
     return value
 
 
+def robustness_overrides(ov: dict[str, Any]) -> dict[str, Any]:
+    """`action_noise=X` (or [LOW, HIGH]) and `init_range=S` as the config keys they stand for."""
+    if "action_noise" in ov:
+        noise = ov.pop("action_noise")
+        ov["train.action_noise"] = (
+            [noise, noise] if isinstance(noise, (int, float)) and not isinstance(noise, bool) else noise
+        )
+    if "init_range" in ov:
+        ov["train.init_range"] = ov.pop("init_range")
+    return ov
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        ov = parse_overrides(sys.argv[1:] if argv is None else argv)
+        ov = robustness_overrides(parse_overrides(sys.argv[1:] if argv is None else argv))
         if "checkpoint" not in ov:
             raise ConfigError("missing checkpoint=path/to/policy.pt; see the module docstring")
         result = evaluate_checkpoint(
@@ -130,8 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    perturbed = [f"action noise {result['action_noise']}"] if max(result["action_noise"]) > 0 else []
+    perturbed += [f"initial-state range x{result['init_range']:g}"] if result["init_range"] != 1 else []
     print(
-        f"{result['method']} on {result['task']}, seed {result['seed']}: {result['episodes']} episodes: "
+        f"{result['method']} on {result['task']}, seed {result['seed']}"
+        f"{' (' + ', '.join(perturbed) + ')' if perturbed else ''}: {result['episodes']} episodes: "
         f"success {result['success']:.3f} (std over batches {result['success_std_over_batches']:.3f}), "
         f"return {result['return']:.3f}"
     )

@@ -197,6 +197,112 @@ def robomimic_mini(results_dir: Path, seeds: list[int] | None = None) -> list[Gr
     )
 
 
+# ----------------------------------------------------------------------------- the paper's Section 6 on Avoid
+AVOID_TASKS = ("avoid_m1", "avoid_m2", "avoid_m3")
+PARAMETERISATIONS = ("dppo", "gaussian_ppo", "gmm_ppo")  # DPPO, Gaussian-MLP and GMM-MLP, each fine-tuned with PPO
+SECTION6_KPRIME = (1, 2, 4, 10)  # Fig. A7's fine-tuned denoising steps (of K = 20)
+SECTION6_CHUNKS = (4, 8, 16)  # Fig. 10 right: chunk sizes, predicted = executed
+# 15 iterations (the quick start's) of 50 envs x one 100-step episode; the curves are the training episodes'
+# success, as the reference plots Avoid (cfg/d3il/finetune/avoid_m2/*.yaml: val_freq past the end, force_train).
+# Fine-tuned policies are snapshotted every 5 iterations for Fig. 11.
+SECTION6_FINETUNE = {"train.n_iterations": 15, "train.eval_every": 5, "train.snapshot_every": 5}
+# Fig. 10 left, paper D.8: noise on every action from iteration 5, its limits ramping to [0.1, 0.2] over 5.
+SECTION6_NOISE = {
+    "train.n_iterations": 20,
+    "train.eval_every": 5,
+    "train.action_noise": [0.1, 0.2],
+    "train.action_noise_start": 5,
+    "train.action_noise_ramp": 5,
+}
+
+
+ARCHITECTURE_KEYS = ("horizon", "act_steps", "config")  # with policy.*: what a pre-training must be given
+
+
+def _section6_runs(
+    task: str, variants: dict[str, tuple[str, dict[str, Any]]], seeds: list[int], results_dir: Path, tag: str = ""
+) -> list[GridRun]:
+    """One pre-training per policy kind on `task` (`tag`: what sets it apart, e.g. a chunk size), then each variant
+    (name -> (method, overrides)) fine-tunes its kind's policy over `seeds`. The overrides' architecture keys
+    (`policy.*`, `horizon`, `act_steps`, and a variant's `config` file) go to the pre-training; the fine-tuning takes
+    the architecture from its checkpoint (and the same `config` file)."""
+    runs: list[GridRun] = []
+    pretrained: dict[str, str] = {}
+    for name, (method, overrides) in variants.items():
+        kind = get_method(method).policy_kind
+        arch = {
+            k: v for k, v in overrides.items() if k.startswith("policy.") or k in ("horizon", "act_steps", "config")
+        }
+        if kind not in pretrained:
+            pretrained[kind] = f"pretrain_{kind}{tag}_{task}"
+            pre = {"method": method, "task": task, "stage": "pretrain", "seed": 0, **arch}
+            runs.append(GridRun(pretrained[kind], pre))
+        ckpt = results_dir / pretrained[kind] / "checkpoints" / "pretrained.pt"
+        finetune = {k: v for k, v in overrides.items() if not k.startswith("policy.")}
+        for seed in seeds:
+            ov = {"method": method, "task": task, "stage": "finetune", "seed": seed, "checkpoint": str(ckpt)}
+            runs.append(GridRun(f"{name}_{task}_s{seed}", {**ov, **finetune}, after=[pretrained[kind]]))
+    return runs
+
+
+def _kprime_variants(extra: dict[str, Any], kprimes=SECTION6_KPRIME) -> dict[str, tuple[str, dict[str, Any]]]:
+    variants = {f"dppo_k{k}": ("dppo", {**extra, "algo.ft_denoising_steps": k}) for k in kprimes}
+    variants.update({m: (m, dict(extra)) for m in PARAMETERISATIONS[1:]})
+    return variants
+
+
+def avoid_parameterisation(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """The paper's Sec. 6 / Fig. 9, 10 right, 11 and A7 on 2 CPU cores: diffusion, Gaussian-MLP and GMM-MLP
+    policies pre-trained on Avoid M1, M2 and M3 (their first rollouts: Fig. 9); DPPO with K' in {1, 2, 4, 10}
+    against Gaussian and GMM PPO on each (Fig. A7, with Fig. 11's snapshots); on M2 also chunks of 8 and 16
+    actions (Fig. 10 right). 2 seeds."""
+    seeds = seeds or [0, 1]
+    runs: list[GridRun] = []
+    for task in AVOID_TASKS:
+        runs += _section6_runs(task, _kprime_variants(SECTION6_FINETUNE), seeds, results_dir)
+    for ta in SECTION6_CHUNKS[1:]:
+        chunk = {**SECTION6_FINETUNE, "horizon": ta, "act_steps": ta}
+        variants = {f"{m}_ta{ta}": (m, chunk) for m in PARAMETERISATIONS}
+        runs += _section6_runs("avoid_m2", variants, seeds, results_dir, tag=f"_ta{ta}")
+    return runs
+
+
+def avoid_robustness(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """The paper's Sec. 6 / Fig. 10 left and 12 on Avoid M2, 2 CPU cores: fine-tuning with action noise added
+    from iteration 5 (DPPO with K' in {2, 4, 10}, Gaussian and GMM PPO), and clean fine-tuning whose policies
+    `make_tables` then evaluates under test-time action noise and wider initial states (Fig. 12). 2 seeds."""
+    seeds = seeds or [0, 1]
+    noisy = {f"{name}_noise": v for name, v in _kprime_variants(SECTION6_NOISE, (2, 4, 10)).items()}
+    clean = {name: v for name, v in _kprime_variants(SECTION6_FINETUNE, (10,)).items()}
+    return _section6_runs("avoid_m2", {**clean, **noisy}, seeds, results_dir)
+
+
+VARIANTS_DIR = Path(__file__).resolve().with_name("variants")
+
+
+def robomimic_param(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """Paper scale (Fig. 6 / A8 state input, Table A3): Gaussian and GMM PPO with MLP and Transformer backbones and
+    DPPO with MLP and UNet backbones on Lift, Can, Square and Transport, 3 seeds (the suite's presets, and where the
+    reference's values differ by backbone, experiments/variants/robomimic_param/<task>_<variant>.yaml)."""
+    seeds = seeds or [0, 1, 2]
+    variants = {
+        "dppo_mlp": ("dppo", {}),
+        "dppo_unet": ("dppo", {"policy.backbone": "unet"}),
+        "gaussian_mlp": ("gaussian_ppo", {}),
+        "gaussian_transformer": ("gaussian_ppo", {"policy.backbone": "transformer"}),
+        "gmm_mlp": ("gmm_ppo", {}),
+        "gmm_transformer": ("gmm_ppo", {"policy.backbone": "transformer"}),
+    }
+    runs: list[GridRun] = []
+    for task in ROBOMIMIC_TASKS:
+        for name, (method, ov) in variants.items():
+            own = VARIANTS_DIR / "robomimic_param" / f"{task}_{name}.yaml"
+            ov = {**ov, **({"config": str(own)} if own.is_file() else {})}
+            tag = "_" + name.split("_", 1)[1]  # the backbone: pretrain_gmm_transformer_can
+            runs += _section6_runs(task, {name: (method, ov)}, seeds, results_dir, tag=tag)
+    return runs
+
+
 GRIDS: dict[str, Callable[..., list[GridRun]]] = {
     "quickstart": quickstart,
     "smoke": smoke,
@@ -207,6 +313,9 @@ GRIDS: dict[str, Callable[..., list[GridRun]]] = {
     "diffusion_rl_mini": diffusion_rl_mini,
     "robomimic_state": robomimic_state,
     "robomimic_mini": robomimic_mini,
+    "avoid_parameterisation": avoid_parameterisation,
+    "avoid_robustness": avoid_robustness,
+    "robomimic_param": robomimic_param,
 }
 
 
@@ -227,6 +336,9 @@ GRID_RESOURCES: dict[str, dict[str, Any]] = {
     # keeps its 50 training and 50 evaluation envs alive, ~65 GB with the trainer.
     "robomimic_state": {"gpus_per_run": 1, "cpus_per_run": 16, "mem_gb": 80, "time_min": 36 * 60},
     "robomimic_mini": {"cpus_per_run": 2, "mem_gb": 8, "time_min": 3 * 60},
+    "robomimic_param": {"gpus_per_run": 1, "cpus_per_run": 16, "mem_gb": 80, "time_min": 48 * 60},
+    "avoid_parameterisation": {"cpus_per_run": 1, "mem_gb": 2, "time_min": 60},
+    "avoid_robustness": {"cpus_per_run": 1, "mem_gb": 2, "time_min": 60},
     "quickstart": {"cpus_per_run": 1, "mem_gb": 2, "time_min": 30},
     "smoke": {"cpus_per_run": 1, "mem_gb": 2, "time_min": 10},
     "smoke_dppo": {"cpus_per_run": 1, "mem_gb": 2, "time_min": 10},

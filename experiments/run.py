@@ -11,6 +11,7 @@ each value with its source and doc, and exit).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import functools
 import random
@@ -28,7 +29,7 @@ from envs.robomimic import UnsupportedVersionError
 from envs.vector import EnvMemoryError
 from envs.wrappers import NonFiniteError
 from experiments.checkpoints import CheckpointError, load_policy, save_policy
-from experiments.config import ConfigError, RunConfig, parse_overrides, render, resolve
+from experiments.config import DEFAULT, PRESET_SOURCE, ConfigError, RunConfig, parse_overrides, render, resolve
 from experiments.record import RunDirError, RunHeldError, RunLock, RunRecord, hardware, harness, read_json
 from experiments.trainer import Trainer, method_context, peak_memory_mb
 from methods import get_method
@@ -73,15 +74,41 @@ def seed_everything(seed: int) -> None:
 
 
 def adopt_checkpoint_policy(cfg: RunConfig, policy_cfg: Any, sources: dict[str, str] | None) -> dict[str, str]:
-    """The architecture is the checkpoint's, and the record must say so: `policy.*` overrides that differ
-    from it are an error; returns the sources with `policy.*` coming from the checkpoint."""
-    if cfg.policy not in (type(cfg.policy)(), policy_cfg):
+    """The architecture is the checkpoint's, and the record must say so: `policy.*` values the user set (on the
+    command line or in a config= file; the presets' don't count) that differ from it are an error; returns the
+    sources with `policy.*` coming from the checkpoint."""
+    if sources is None:
+        user_set = [] if cfg.policy == type(cfg.policy)() else [f.name for f in dataclasses.fields(cfg.policy)]
+    else:
+        user_set = [
+            k.removeprefix("policy.")
+            for k, src in sources.items()
+            if k.startswith("policy.") and src != DEFAULT and not src.startswith(PRESET_SOURCE)
+        ]
+    conflicts = [
+        f"policy.{k}={getattr(cfg.policy, k)} (checkpoint: {getattr(policy_cfg, k)})"
+        for k in user_set
+        if getattr(cfg.policy, k) != getattr(policy_cfg, k)
+    ]
+    if conflicts:
         raise ConfigError(
-            f"policy.* overrides {cfg.policy} conflict with the checkpoint's {policy_cfg}; "
+            f"policy.* overrides conflict with the checkpoint's architecture: {', '.join(conflicts)}; "
             "drop them (the architecture comes from the checkpoint)"
         )
     cfg.policy = policy_cfg
     return {**(sources or {}), **{k: "checkpoint" for k in (sources or {}) if k.startswith("policy.")}}
+
+
+def check_chunk(task, kind: str, policy_cfg: Any) -> None:
+    """A policy that can't execute part of its chunk must execute all of it."""
+    if task.act_steps == task.horizon or POLICIES[kind][0].executes_part_of_chunk(policy_cfg):
+        return
+    raise ConfigError(
+        f"act_steps={task.act_steps} < horizon={task.horizon}: a {kind} policy with policy.backbone="
+        f"{policy_cfg.backbone} executes the whole chunk it predicts (the paper found MLPs unstable when "
+        f"pre-training and fine-tuning chunks differ, Sec. 4.2); set act_steps={task.horizon}, or predict a longer "
+        "chunk than you execute with a diffusion policy on policy.backbone=unet"
+    )
 
 
 def run(
@@ -116,6 +143,7 @@ def run(
             POLICIES[kind][0].check_config(cfg.policy)
             fresh = POLICIES[kind][0](task.obs_dim, task.act_dim, task.horizon, cfg.policy)
         method_cls.check_config(cfg.algo, policy if policy is not None else fresh)
+        check_chunk(task, kind, cfg.policy)
     except ValueError as e:
         if isinstance(e, USER_ERRORS):
             raise

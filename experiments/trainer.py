@@ -151,7 +151,8 @@ class Trainer:
         self.n_steps = method.ctx.budget.n_steps
         self.n_eval = tc.eval_episodes or task.eval_episodes
         self.eval_seed = cfg.seed + EVAL_SEED_OFFSET  # every evaluation of the run starts from it
-        self.make_env = functools.partial(task.make_env, normalizer)
+        self.make_env = functools.partial(task.make_env, normalizer, init_range=tc.init_range)
+        self.noise_itr: int | None = None  # the iteration whose action noise applies; None: the full noise
         self.venv = None
         self.eval_venv = None
         self.obs: np.ndarray | None = None
@@ -163,6 +164,26 @@ class Trainer:
     # ----------------------------------------------------------------- helpers
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(x), dtype=torch.float32, device=self.device)
+
+    def noise_limits(self) -> tuple[float, float]:
+        """The action noise's [low, high] at iteration `noise_itr` (train.action_noise_*), in full when None."""
+        tc = self.cfg.train
+        lo, hi = tc.action_noise
+        if self.noise_itr is None or hi == 0:
+            return lo, hi
+        done = self.noise_itr - tc.action_noise_start + 1
+        frac = 0.0 if done <= 0 else 1.0 if tc.action_noise_ramp == 0 else min(1.0, done / tc.action_noise_ramp)
+        return lo * frac, hi * frac
+
+    def perturb(self, actions: np.ndarray) -> np.ndarray:
+        """Actions as the env executes them: with the action noise added (drawn from numpy's global stream,
+        which is seeded and checkpointed), unchanged without."""
+        lo, hi = self.noise_limits()
+        if hi == 0:
+            return actions
+        magnitude = np.random.uniform(lo, hi, size=actions.shape)
+        sign = np.where(np.random.random_sample(actions.shape) < 0.5, -1.0, 1.0)
+        return (actions + sign * magnitude).astype(actions.dtype)
 
     def _train_envs(self):
         if self.venv is None:
@@ -216,7 +237,7 @@ class Trainer:
                 chunk, keep = self.method.act(self._tensor(self.obs), deterministic=False)
             actions = chunk.cpu().numpy()
             t1 = time.perf_counter()
-            next_obs, reward, terminated, truncated, infos = venv.step(actions)
+            next_obs, reward, terminated, truncated, infos = venv.step(self.perturb(actions))
             timing["time_sample"] += t1 - t0
             timing["time_env"] += time.perf_counter() - t1
             obs_buf[t], rew[t], term[t], trunc[t], firsts[t] = self.obs, reward, terminated, truncated, self.done
@@ -263,7 +284,7 @@ class Trainer:
         episodes = Episodes()
         while quota.sum() > 0:
             chunk, _ = self.method.act(self._tensor(obs), deterministic=self.task.eval_deterministic)
-            obs, reward, terminated, truncated, infos = venv.step(chunk.cpu().numpy())
+            obs, reward, terminated, truncated, infos = venv.step(self.perturb(chunk.cpu().numpy()))
             ret += reward
             for i in np.flatnonzero(terminated | truncated):
                 if quota[i] > 0:
@@ -285,6 +306,13 @@ class Trainer:
             "rng": rng_state(),
         }
         save_torch_atomic(state, self.record.ckpt_dir / "state.pt")
+
+    def save_snapshot(self, n_iterations: int) -> None:
+        """The policy after `n_iterations` as a standalone checkpoint (train.snapshot_every)."""
+        from experiments.checkpoints import save_policy
+
+        path = self.record.ckpt_dir / f"policy_itr{n_iterations:04d}.pt"
+        save_policy(path, self.method.exported_policy(), self.task.name, self.normalizer, {"iteration": n_iterations})
 
     def load_state(self) -> tuple[int, float]:
         path = self.record.ckpt_dir / "state.pt"
@@ -352,6 +380,7 @@ class Trainer:
         self.record.truncate_metrics(start_itr)
         attempts = self.record.add_attempt(start_itr)
         self._start_wandb()
+        self.noise_itr = start_itr
         initial_path = self.record.path / "initial_eval.json"
         if initial_path.is_file():
             initial = read_json(initial_path)
@@ -372,6 +401,7 @@ class Trainer:
         )
         last_eval: Episodes | None = None
         for itr in bar:
+            self.noise_itr = itr
             t0 = time.perf_counter()
             rollout, episodes, timing = self.collect()
             t1 = time.perf_counter()
@@ -401,6 +431,8 @@ class Trainer:
                 ret=f"{row['train_return']:.2f}",
                 kl=f"{stats.get('approx_kl', 0):.3f}",
             )
+            if tc.snapshot_every and (itr + 1) % tc.snapshot_every == 0:
+                self.save_snapshot(itr + 1)
             if is_last or (itr + 1) % tc.save_every == 0:
                 self.save_state(itr + 1, row["wall_time"])
             pause_point(itr, attempt=len(attempts))

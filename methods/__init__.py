@@ -8,10 +8,11 @@ from methods.dppo import DPPO
 from methods.dql import DQL
 from methods.drwr import DRWR
 from methods.gaussian_ppo import GaussianPPO
+from methods.gmm_ppo import GMMPPO
 from methods.idql import IDQL
 from methods.qsm import QSM
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (DPPO, GaussianPPO, DRWR, DAWR, DIPO, IDQL, DQL, QSM)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (DPPO, GaussianPPO, GMMPPO, DRWR, DAWR, DIPO, IDQL, DQL, QSM)}
 
 
 def get_method(name: str) -> type[Method]:

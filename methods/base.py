@@ -102,7 +102,7 @@ class Method(ABC):
     """
 
     name: ClassVar[str]
-    policy_kind: ClassVar[str]  # which pre-trained policy it starts from: "diffusion" | "gaussian"
+    policy_kind: ClassVar[str]  # which pre-trained policy it starts from: a key of methods.policies.POLICIES
     config_cls: ClassVar[type]  # dataclass of the method's hyperparameters
 
     def __init__(self, cfg: Any, ctx: MethodContext):

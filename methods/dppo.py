@@ -73,7 +73,7 @@ class DPPO(PPOMethod):
     @classmethod
     def check_config(cls, cfg: DPPOConfig, policy: DiffusionPolicy | None = None) -> None:
         super().check_config(cfg, policy)
-        check_logprob_reduction(cfg.logprob_reduction)
+        check_logprob_reduction(cfg.logprob_reduction, ("mean_clamped", "sum"))
         if policy is None:
             return
         S = policy.n_sampling_steps

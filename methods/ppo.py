@@ -129,14 +129,15 @@ class RunningRewardScaler:
         self.ret, self.mean, self.var, self.count = np.array(s["ret"]), s["mean"], s["var"], s["count"]
 
 
-# How a method reduces per-dim log-densities to one per sample: "mean_clamped" as the reference does
-# (the mean, clamped to [-5, 2]; which entries enter the mean is the method's), "sum" the exact log-density.
-LOGPROB_REDUCTIONS = ("mean_clamped", "sum")
+# How a method reduces per-dim log-densities to one per sample: "mean_clamped" as the reference's Gaussian and
+# diffusion PPO do (the mean, clamped to [-5, 2]; which entries enter the mean is the method's), "sum_clamped" as
+# its GMM PPO does (the chunk's joint log-density, clamped), "sum" the exact log-density of the executed actions.
+LOGPROB_REDUCTIONS = ("mean_clamped", "sum_clamped", "sum")
 
 
-def check_logprob_reduction(value: str) -> None:
-    if value not in LOGPROB_REDUCTIONS:
-        raise ValueError(f"algo.logprob_reduction must be one of {', '.join(LOGPROB_REDUCTIONS)}, got {value!r}")
+def check_logprob_reduction(value: str, allowed: tuple[str, ...] = LOGPROB_REDUCTIONS) -> None:
+    if value not in allowed:
+        raise ValueError(f"algo.logprob_reduction must be one of {', '.join(allowed)}, got {value!r}")
 
 
 def clipped_surrogate(
@@ -189,6 +190,10 @@ class PPOMethod(Method):
     def log_ratio_and_clip(self, mb: dict[str, torch.Tensor], adv: torch.Tensor):
         """Return (logratio, advantages to use, clip range) for a minibatch."""
 
+    def actor_regularisers(self, mb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Weighted loss terms added to the actor's loss on a minibatch, by metric name (none by default)."""
+        return {}
+
     # ------------------------------------------------------------ the update
     def _lrs(self, itr: int) -> tuple[float, float]:
         actor_step = max(0, itr - self.cfg.n_critic_warmup_itr)  # the actor's schedule starts after warm-up
@@ -226,7 +231,7 @@ class PPOMethod(Method):
                 idx = perm[b * batch_size : (b + 1) * batch_size]
                 step = self.minibatch_step({k: v[idx] for k, v in samples.items()}, train_actor)
                 for k, v in step.items():
-                    stats[k].append(v)
+                    stats.setdefault(k, []).append(v)
                 if c.target_kl is not None and step["approx_kl"] > c.target_kl:
                     stopped_early = True
                     break
@@ -264,7 +269,8 @@ class PPOMethod(Method):
         else:
             v_loss = 0.5 * ((new_v - mb["returns"]) ** 2).mean()
 
-        loss = c.vf_coef * v_loss + (pg_loss if train_actor else 0.0)
+        extra = self.actor_regularisers(mb) if train_actor else {}
+        loss = c.vf_coef * v_loss + (pg_loss + sum(extra.values()) if train_actor else 0.0)
         self.actor_optimizer.zero_grad(set_to_none=True)
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -278,6 +284,7 @@ class PPOMethod(Method):
             "v_loss": v_loss.item(),
             "approx_kl": approx_kl.item(),
             "clipfrac": clipfrac.item(),
+            **{k: v.item() for k, v in extra.items()},
         }
 
     # ------------------------------------------------------------ state

@@ -29,21 +29,6 @@ TINY_RUN = ["train.n_envs=2", "train.eval_episodes=2", "progress=false"]
 TINY_FINETUNE = ["train.n_iterations=2", "train.save_every=1", "train.n_steps=4", "train.eval_every=0"]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory, monkeypatch_module):
-    """Datasets generated here, small: the Gym ones from 2,000 transitions of the behaviour policy."""
-    path = tmp_path_factory.mktemp("data")
-    monkeypatch_module.setenv("DPPO_DATA_DIR", str(path))
-    monkeypatch_module.setenv("DPPO_GYM_TRANSITIONS", "2000")
-    return path
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as mp:
-        yield mp
-
-
 @pytest.mark.parametrize("suite", sorted(SUITE_TASK))
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_registered_method_pretrains_finetunes_resumes_and_evaluates(method, suite, data_dir, tmp_path):

@@ -20,6 +20,8 @@ from torch import nn
 from common.limits import AT_LEAST_ONE, POSITIVE, Range
 from methods.policies.networks import DiffusionMLP, frozen_copy
 
+BACKBONES = ("mlp", "unet")
+
 
 def cosine_betas(K: int, s: float = 0.008) -> np.ndarray:
     """Nichol & Dhariwal's cosine schedule (diffusers' `squaredcos_cap_v2`), float64."""
@@ -33,6 +35,8 @@ def cosine_betas(K: int, s: float = 0.008) -> np.ndarray:
 class DiffusionPolicyConfig:
     denoising_steps: int = 20
     """K: diffusion steps of the cosine noise schedule, trained on and sampled by DDPM (reference: denoising_steps)."""
+    backbone: str = "mlp"
+    """Noise-prediction network: mlp (hidden, activation, residual) or unet (unet_*; may execute part of its chunk)."""
     hidden: list[int] = field(default_factory=lambda: [512, 512, 512])
     """Hidden widths of the noise-prediction MLP (residual: an odd number of equal widths; reference: mlp_dims)."""
     time_dim: int = 16
@@ -41,6 +45,18 @@ class DiffusionPolicyConfig:
     """MLP activation: relu, mish, tanh, elu or gelu (reference: activation_type)."""
     residual: bool = True
     """Build the MLP from residual blocks instead of a plain MLP (reference: residual_style)."""
+    unet_dim: int = 40
+    """backbone=unet: channels of its first level (reference Unet1D: dim)."""
+    unet_dim_mults: list[int] = field(default_factory=lambda: [1, 2])
+    """backbone=unet: channel multiple of each level; the horizon must divide by 2^(levels-1) (reference: dim_mults)."""
+    unet_kernel: int = 5
+    """backbone=unet: temporal convolution width (reference: kernel_size)."""
+    unet_groups: int = 8
+    """backbone=unet: GroupNorm groups, must divide every level's channels (reference: n_groups)."""
+    unet_groupnorm_eps: float = 1e-5
+    """backbone=unet: GroupNorm epsilon (reference: groupnorm_eps)."""
+    unet_film_scale: bool = True
+    """backbone=unet: FiLM predicts a per-channel scale as well as a bias (reference: cond_predict_scale)."""
     use_ddim: bool = False
     """Sample with DDIM in `ddim_steps` steps (eta 0 when deterministic, else 1) instead of DDPM's K steps."""
     ddim_steps: int = 5
@@ -56,6 +72,11 @@ class DiffusionPolicyConfig:
         "denoising_steps": AT_LEAST_ONE,
         "hidden": AT_LEAST_ONE,
         "time_dim": AT_LEAST_ONE,
+        "unet_dim": AT_LEAST_ONE,
+        "unet_dim_mults": AT_LEAST_ONE,
+        "unet_kernel": AT_LEAST_ONE,
+        "unet_groups": AT_LEAST_ONE,
+        "unet_groupnorm_eps": POSITIVE,
         "ddim_steps": AT_LEAST_ONE,
         "denoised_clip": POSITIVE,
         "randn_clip": POSITIVE,
@@ -70,9 +91,27 @@ class DiffusionPolicy(nn.Module):
         super().__init__()
         self.obs_dim, self.act_dim, self.horizon, self.cfg = obs_dim, act_dim, horizon, cfg
         K = cfg.denoising_steps
-        self.network = DiffusionMLP(
-            obs_dim, act_dim, horizon, list(cfg.hidden), cfg.time_dim, cfg.activation, cfg.residual
-        )
+        self.check_config(cfg)
+        if cfg.backbone == "unet":
+            from methods.policies.unet import UNet1D
+
+            self.network = UNet1D(
+                obs_dim,
+                act_dim,
+                horizon,
+                dim=cfg.unet_dim,
+                dim_mults=tuple(cfg.unet_dim_mults),
+                kernel_size=cfg.unet_kernel,
+                n_groups=cfg.unet_groups,
+                time_dim=cfg.time_dim,
+                cond_predict_scale=cfg.unet_film_scale,
+                activation=cfg.activation,
+                groupnorm_eps=cfg.unet_groupnorm_eps,
+            )
+        else:
+            self.network = DiffusionMLP(
+                obs_dim, act_dim, horizon, list(cfg.hidden), cfg.time_dim, cfg.activation, cfg.residual
+            )
 
         betas = cosine_betas(K)
         alphas = 1.0 - betas
@@ -82,7 +121,6 @@ class DiffusionPolicy(nn.Module):
         self._buffer("sqrt_abar", np.sqrt(abar))
         self._buffer("sqrt_one_minus_abar", np.sqrt(1.0 - abar))
 
-        self.check_config(cfg)
         if cfg.use_ddim:
             ratio = K // cfg.ddim_steps
             ks = np.arange(cfg.ddim_steps)[::-1] * ratio  # "leading" spacing, reversed
@@ -112,10 +150,20 @@ class DiffusionPolicy(nn.Module):
     @staticmethod
     def check_config(cfg: DiffusionPolicyConfig) -> None:
         """Raise ValueError naming the key if `cfg` can't make a policy."""
+        if cfg.backbone not in BACKBONES:
+            raise ValueError(
+                f"policy.backbone must be one of {', '.join(BACKBONES)} for a diffusion policy, got {cfg.backbone!r}"
+            )
         if cfg.use_ddim and (cfg.ddim_steps < 1 or cfg.denoising_steps % cfg.ddim_steps):
             raise ValueError(
                 f"policy.ddim_steps={cfg.ddim_steps} must divide policy.denoising_steps={cfg.denoising_steps}"
             )
+
+    @staticmethod
+    def executes_part_of_chunk(cfg: DiffusionPolicyConfig) -> bool:
+        """Whether it may fine-tune executing fewer actions than it predicts: the UNet convolves over the chunk;
+        the paper found an MLP unstable when the two differ (Sec. 4.2, footnote 4)."""
+        return cfg.backbone == "unet"
 
     def _buffer(self, name: str, values: np.ndarray) -> None:
         self.register_buffer(name, torch.as_tensor(values, dtype=torch.float32), persistent=False)

@@ -165,3 +165,57 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging: target <- (1 - tau) target + tau source."""
     for t, s in zip(target.parameters(), source.parameters(), strict=True):
         t.mul_(1.0 - tau).add_(s, alpha=tau)
+
+
+class ChunkTransformer(nn.Module):
+    """Decoder-only transformer over the action chunk (paper D.6; Diffusion Policy's transformer without
+    diffusion): `horizon` learned position embeddings are the queries, cross-attending to one observation
+    token; pre-norm layers, GELU, no dropout. forward(obs (B, Do)) -> (head output (B, H, d_out),
+    final-layer-normed features (B, H, embed_dim)).
+
+    Registered as the reference's `Transformer` (irom-princeton/dppo model/common/transformer.py, T_cond 1,
+    no condition encoder layers: a 2-layer Mish MLP instead), so weights map one to one, and initialised as
+    it is: N(0, 0.02) weights and position embeddings, zero biases.
+    """
+
+    def __init__(self, obs_dim: int, horizon: int, d_out: int, embed_dim: int, n_heads: int, n_layers: int):
+        super().__init__()
+        if embed_dim % n_heads:
+            raise ValueError(
+                f"policy.transformer_embed_dim={embed_dim} must be divisible by policy.transformer_heads={n_heads}"
+            )
+        self.horizon = horizon
+        self.obs_embed = nn.Linear(obs_dim, embed_dim)
+        self.obs_pos = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.obs_mlp = nn.Sequential(
+            nn.Linear(embed_dim, 4 * embed_dim), nn.Mish(), nn.Linear(4 * embed_dim, embed_dim)
+        )
+        self.positions = nn.Parameter(torch.zeros(1, horizon, embed_dim))
+        layer = nn.TransformerDecoderLayer(
+            embed_dim, n_heads, 4 * embed_dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.decoder = nn.TransformerDecoder(layer, n_layers)
+        self.norm = nn.LayerNorm(embed_dim)
+        self.head = nn.Linear(embed_dim, d_out)
+        self.apply(_transformer_init)
+        nn.init.normal_(self.positions, std=0.02)
+        nn.init.normal_(self.obs_pos, std=0.02)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = obs.shape[0]
+        memory = self.obs_mlp(self.obs_embed(obs.reshape(b, 1, -1)) + self.obs_pos)
+        h = self.norm(self.decoder(self.positions.expand(b, -1, -1), memory))
+        return self.head(h), h
+
+
+def _transformer_init(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.MultiheadAttention):
+        nn.init.normal_(module.in_proj_weight, std=0.02)
+        nn.init.zeros_(module.in_proj_bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
