@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -265,8 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     if args.list:
+        width = max(map(len, GRIDS))
         for name, fn in GRIDS.items():
-            print(f"{name:12s} {fn.__doc__.strip().splitlines()[0]}")
+            # the docstring's first sentence ("Fig. 5" and "Sec. 6" don't end one)
+            summary = re.split(r"(?<!Fig)(?<!Sec)\. ", " ".join(fn.__doc__.split()))[0].rstrip(".")
+            print(f"{name:{width}s}  {summary}")
         return 0
     if not args.grid:
         p.error("--grid NAME is required (see --list)")

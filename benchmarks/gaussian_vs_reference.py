@@ -41,7 +41,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(REPO))
-from reference_impl import add_reference, check_imported_from, copy_parameters  # noqa: E402
+from reference_impl import add_reference, check_imported_from, copy_parameters, inspection_ppo_config  # noqa: E402
 
 from methods.base import MethodContext  # noqa: E402
 from methods.gaussian_ppo import GaussianPPO, GaussianPPOConfig  # noqa: E402
@@ -160,23 +160,10 @@ def build_ours(reference: Any, s: Setup, reduction: str) -> GaussianPPO:
     if s.learn_std:
         with torch.no_grad():
             policy.logvar.copy_(reference.actor_ft.logvar)
-    cfg = GaussianPPOConfig(
-        learn_std=s.learn_std,
-        logprob_reduction=reduction,
-        clip=s.clip,
-        vf_coef=VF_COEF,
-        norm_adv=True,
-        clip_value=None,
-        target_kl=None,
-        n_critic_warmup_itr=0,
-        actor_lr=0.0,  # the step leaves the weights as they were and the gradients readable
-        actor_min_lr=0.0,
-        critic_lr=0.0,
-        critic_min_lr=0.0,
-        critic_hidden=list(CRITIC_DIMS),
-        critic_activation=CRITIC_ACTIVATION.lower(),
-        critic_residual=True,
-    )
+    cfg = inspection_ppo_config(
+        GaussianPPOConfig, CRITIC_DIMS, CRITIC_ACTIVATION.lower(), learn_std=s.learn_std,
+        logprob_reduction=reduction, clip=s.clip, vf_coef=VF_COEF,
+    )  # fmt: skip
     method = GaussianPPO(cfg, MethodContext.standalone(policy, act_steps=ACT_STEPS))
     copy_parameters(reference.critic, method.critic)
     return method

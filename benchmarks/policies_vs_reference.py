@@ -67,6 +67,7 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(REPO))
 from gaussian_vs_reference import accept_zero_dropout  # noqa: E402
-from reference_impl import add_reference, check_imported_from, copy_parameters  # noqa: E402
+from reference_impl import add_reference, check_imported_from, copy_parameters, inspection_ppo_config  # noqa: E402
 
 from methods.base import MethodContext  # noqa: E402
 from methods.gaussian_ppo import GaussianPPO, GaussianPPOConfig  # noqa: E402
@@ -318,24 +319,10 @@ def our_method(reference: Any, s: PPOSetup, bc_coef: float) -> GaussianPPO:
     if s.learn_std:
         with torch.no_grad():
             policy.logvar.copy_(reference.actor_ft.logvar.view_as(policy.logvar))
-    cfg = cfg_cls(
-        learn_std=s.learn_std,
-        logprob_reduction=s.reduction,
-        bc_coef=bc_coef,
-        clip=s.clip,
-        vf_coef=VF_COEF,
-        norm_adv=True,
-        clip_value=None,
-        target_kl=None,
-        n_critic_warmup_itr=0,
-        actor_lr=0.0,  # the step leaves the weights as they were and the gradients readable
-        actor_min_lr=0.0,
-        critic_lr=0.0,
-        critic_min_lr=0.0,
-        critic_hidden=list(CRITIC_DIMS),
-        critic_activation="mish",
-        critic_residual=True,
-    )
+    cfg = inspection_ppo_config(
+        cfg_cls, CRITIC_DIMS, "mish", learn_std=s.learn_std, logprob_reduction=s.reduction, bc_coef=bc_coef,
+        clip=s.clip, vf_coef=VF_COEF,
+    )  # fmt: skip
     method = method_cls(cfg, MethodContext.standalone(policy, act_steps=s.horizon))
     copy_parameters(reference.critic, method.critic)
     return method
@@ -633,40 +620,22 @@ class Check:
 
 
 CHECKS = [
-    Check(
-        "unet-can",
-        f"UNet noise prediction, Robomimic Can dims ({describe(UNET_CAN)})",
-        lambda batch, seed: unet_rows(UNET_CAN, batch, seed),
+    *(
+        Check(name, f"UNet noise prediction, {dims} dims ({describe(setup)})", partial(unet_rows, setup))
+        for name, dims, setup in (
+            ("unet-can", "Robomimic Can", UNET_CAN),
+            ("unet-furniture", "Furniture one_leg", UNET_FURNITURE),
+        )
     ),
-    Check(
-        "unet-furniture",
-        f"UNet noise prediction, Furniture one_leg dims ({describe(UNET_FURNITURE)})",
-        lambda batch, seed: unet_rows(UNET_FURNITURE, batch, seed),
-    ),
-    Check(
-        "gaussian-transformer",
-        f"Gaussian-Transformer PPO minibatch ({describe_ppo(GAUSSIAN_TRANSFORMER)})",
-        lambda batch, seed: ppo_rows(GAUSSIAN_TRANSFORMER, batch, seed),
-    ),
-    Check(
-        "gmm-mlp",
-        f"GMM-MLP PPO minibatch, Avoid ({describe_ppo(GMM_MLP_AVOID)})",
-        lambda batch, seed: ppo_rows(GMM_MLP_AVOID, batch, seed),
-    ),
-    Check(
-        "gmm-mlp-can",
-        f"GMM-MLP PPO minibatch, learned std ({describe_ppo(GMM_MLP_CAN)})",
-        lambda batch, seed: ppo_rows(GMM_MLP_CAN, batch, seed),
-    ),
-    Check(
-        "gmm-transformer",
-        f"GMM-Transformer PPO minibatch ({describe_ppo(GMM_TRANSFORMER)})",
-        lambda batch, seed: ppo_rows(GMM_TRANSFORMER, batch, seed),
-    ),
-    Check(
-        "gaussian-bc",
-        f"BC-regularised Gaussian-MLP PPO minibatch, eq. A14 ({describe_ppo(GAUSSIAN_BC)})",
-        lambda batch, seed: ppo_rows(GAUSSIAN_BC, batch, seed),
+    *(
+        Check(name, f"{what} ({describe_ppo(setup)})", partial(ppo_rows, setup))
+        for name, what, setup in (
+            ("gaussian-transformer", "Gaussian-Transformer PPO minibatch", GAUSSIAN_TRANSFORMER),
+            ("gmm-mlp", "GMM-MLP PPO minibatch, Avoid", GMM_MLP_AVOID),
+            ("gmm-mlp-can", "GMM-MLP PPO minibatch, learned std", GMM_MLP_CAN),
+            ("gmm-transformer", "GMM-Transformer PPO minibatch", GMM_TRANSFORMER),
+            ("gaussian-bc", "BC-regularised Gaussian-MLP PPO minibatch, eq. A14", GAUSSIAN_BC),
+        )
     ),
 ]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,3 +37,22 @@ def copy_parameters(src: nn.Module, dst: nn.Module) -> None:
     with torch.no_grad():
         for s, d in zip(src_params, dst_params, strict=True):
             d.copy_(s)
+
+
+def inspection_ppo_config(cfg_cls: type, critic_hidden: list[int], critic_activation: str, **algo: Any) -> Any:
+    """A PPO config for comparing one minibatch: learning rates 0 (the step leaves the weights as they were and the
+    gradients readable), no critic warm-up, no KL stop, no value clipping, advantages normalised."""
+    return cfg_cls(
+        norm_adv=True,
+        clip_value=None,
+        target_kl=None,
+        n_critic_warmup_itr=0,
+        actor_lr=0.0,
+        actor_min_lr=0.0,
+        critic_lr=0.0,
+        critic_min_lr=0.0,
+        critic_hidden=list(critic_hidden),
+        critic_activation=critic_activation,
+        critic_residual=True,
+        **algo,
+    )

@@ -95,6 +95,12 @@ class SinusoidalEmbedding(nn.Module):
         return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
+def step_embedding(dim: int, widen: int) -> nn.Sequential:
+    """Sinusoidal embedding of the denoising step refined by Linear(dim, widen * dim), Mish, Linear(widen * dim, dim):
+    the MLP's (widen 2) and the UNet's (widen 4) step inputs."""
+    return nn.Sequential(SinusoidalEmbedding(dim), nn.Linear(dim, widen * dim), nn.Mish(), nn.Linear(widen * dim, dim))
+
+
 class DiffusionMLP(nn.Module):
     """eps_theta(x_k, k, obs): noise prediction for a chunk of `horizon` actions."""
 
@@ -110,12 +116,7 @@ class DiffusionMLP(nn.Module):
     ):
         super().__init__()
         self.horizon, self.act_dim = horizon, act_dim
-        self.time_embedding = nn.Sequential(
-            SinusoidalEmbedding(time_dim),
-            nn.Linear(time_dim, 2 * time_dim),
-            nn.Mish(),
-            nn.Linear(2 * time_dim, time_dim),
-        )
+        self.time_embedding = step_embedding(time_dim, widen=2)
         chunk = horizon * act_dim
         self.body = make_mlp(chunk + time_dim + obs_dim, hidden, chunk, act, residual)
 

@@ -25,7 +25,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from methods.policies.networks import SinusoidalEmbedding, activation
+from methods.policies.networks import activation, step_embedding
 
 
 class ConvBlock(nn.Sequential):
@@ -110,12 +110,7 @@ class UNet1D(nn.Module):
             raise ValueError(f"every UNet width {widths} (dim * dim_mults) must be divisible by n_groups {n_groups}")
 
         self.horizon, self.act_dim = horizon, act_dim
-        self.time_mlp = nn.Sequential(
-            SinusoidalEmbedding(time_dim),
-            nn.Linear(time_dim, 4 * time_dim),
-            nn.Mish(),
-            nn.Linear(4 * time_dim, time_dim),
-        )
+        self.time_mlp = step_embedding(time_dim, widen=4)
         block = partial(
             FiLMResidualBlock,
             cond_dim=time_dim + obs_dim,
