@@ -162,13 +162,16 @@ def action_noise(runs: list[Run], out_dir: Path) -> tuple[list[Path], list[str]]
     chosen = _finished_finetunes(runs, "avoid_m2", chunk=DEFAULT_CHUNK, noisy=True)
     if not chosen:
         return [], ["section6_action_noise: no finished avoid_m2 fine-tuning with train.action_noise"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    _curves(ax, chosen, f"M2, action noise added during fine-tuning ({_seeds_note(chosen)})")
-    r = chosen[0]
-    start, ramp = _get(r.config, "train.action_noise_start", 0), _get(r.config, "train.action_noise_ramp", 0)
-    per_itr = r.rows[-1]["env_steps"] / len(r.rows)
-    ax.axvspan(start * per_itr, (start + ramp) * per_itr, color="0.85", zorder=0, label="noise ramping up")
-    ax.legend(fontsize=8)
+    levels = sorted({tuple(_get(r.config, "train.action_noise")) for r in chosen}, reverse=True)
+    fig, axes = plt.subplots(1, len(levels), figsize=(6 * len(levels), 4), squeeze=False, sharey=True)
+    for ax, level in zip(axes[0], levels):
+        group = [r for r in chosen if tuple(_get(r.config, "train.action_noise")) == level]
+        _curves(ax, group, f"M2, action noise U{list(level)} from iteration 5 ({_seeds_note(group)})")
+        r = group[0]
+        start, ramp = _get(r.config, "train.action_noise_start", 0), _get(r.config, "train.action_noise_ramp", 0)
+        per_itr = r.rows[-1]["env_steps"] / len(r.rows)
+        ax.axvspan(start * per_itr, (start + ramp) * per_itr, color="0.85", zorder=0, label="noise ramping up")
+    axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, out_dir, "section6_action_noise"), []
 
@@ -193,10 +196,16 @@ def chunk_sizes(runs: list[Run], out_dir: Path) -> tuple[list[Path], list[str]]:
 
 
 # ----------------------------------------------------------------------------- (d) Fig. 11
+# Where M2's two demonstrated routes part, above the left gap of level 2: from this end-effector state (desired and
+# current position) the pre-trained diffusion policy's chunks head right (to the unrewarded level-3 gap) about half
+# the time (the avoid_parameterisation grid's pre-trained policy), so fine-tuning's choice of route shows.
+FORK_STATE = (0.35, 0.10, 0.35, 0.10)
+
+
 def denoising(runs: list[Run], out_dir: Path, n_samples: int = 200) -> tuple[list[Path], list[str]]:
     import torch
 
-    from envs.avoid import START_CENTRE
+    from envs.plot_avoid import draw_avoid
     from experiments.checkpoints import load_policy
 
     candidates = [
@@ -215,30 +224,32 @@ def denoising(runs: list[Run], out_dir: Path, n_samples: int = 200) -> tuple[lis
     rows = []
     for itr, path in snaps:
         policy, normalizer, _ = load_policy(path, "diffusion", 4, 2, DEFAULT_CHUNK, torch.device("cpu"))
-        obs = torch.as_tensor(
-            normalizer.normalize_obs(np.concatenate([START_CENTRE, START_CENTRE])), dtype=torch.float32
-        )
-        S = policy.n_sampling_steps
+        obs = torch.as_tensor(normalizer.normalize_obs(np.array(FORK_STATE)), dtype=torch.float32)
         torch.manual_seed(0)
+        S = policy.n_sampling_steps
         _, chain = policy.sample(obs.repeat(n_samples, 1), deterministic=False, min_std=min_std, record_from=S - k_ft)
-        # every action of each chunk, in table coordinates: (steps, samples x Ta, 2)
-        xy = normalizer.unnormalize_action(chain.numpy()).reshape(n_samples, chain.shape[1], -1, 2)
-        rows.append((itr, xy.transpose(1, 0, 2, 3).reshape(chain.shape[1], -1, 2)))
-    shown = np.unique(np.linspace(0, rows[0][1].shape[0] - 1, min(5, rows[0][1].shape[0])).round().astype(int))
-    fig, axes = plt.subplots(len(rows), len(shown), figsize=(2.4 * len(shown), 2.4 * len(rows)), squeeze=False)
-    for (itr, xy), ax_row in zip(rows, axes):
+        # each sample's chunk, in table coordinates: (chain states, samples, Ta, 2)
+        rows.append((itr, normalizer.unnormalize_action(chain.numpy()).transpose(1, 0, 2, 3)))
+    n_states = rows[0][1].shape[0]
+    shown = np.unique(np.linspace(0, n_states - 1, min(5, n_states)).round().astype(int))
+    fig, axes = plt.subplots(len(rows), len(shown), figsize=(2.6 * len(shown), 3.4 * len(rows)), squeeze=False)
+    for (itr, chunks), ax_row in zip(rows, axes):
         for ax, i in zip(ax_row, shown):
-            ax.scatter(xy[i][:, 0], xy[i][:, 1], s=2, alpha=0.4, color=KIND_COLOUR["dppo"])
-            ax.set_xlim(0.35, 0.65)
-            ax.set_ylim(-0.42, -0.18)
+            remaining = k_ft - i
+            title = ("denoised" if remaining == 0 else f"{remaining} fine-tuned steps left") if itr == 0 else ""
+            draw_avoid(ax, [], title=title)
+            for c in chunks[i]:  # a chunk's actions (desired positions) joined in order
+                ax.plot(c[:, 0], c[:, 1], color=KIND_COLOUR["dppo"], lw=0.6, alpha=0.35)
+            ax.plot(FORK_STATE[2], FORK_STATE[3], marker="*", color="tab:red", ms=10, zorder=5)
+            ax.set_xlabel("")
+            right = np.mean(chunks[-1][:, -1, 0] > FORK_STATE[2] + 0.01)  # denoised chunks ending to the right
+            ax.set_ylabel(f"iteration {itr}: {right:.0%} head right" if i == shown[0] else "")
             ax.set_xticks([])
             ax.set_yticks([])
-            remaining = k_ft - i
-            if itr == rows[0][0]:
-                ax.set_title("denoised" if remaining == 0 else f"{remaining} fine-tuned steps left", fontsize=9)
-            if i == shown[0]:
-                ax.set_ylabel(f"iteration {itr}")
-    fig.suptitle(f"DPPO K'={k_ft} on M2 ({run.name}): the chunk's actions from the start state, {n_samples} samples")
+    fig.suptitle(
+        f"DPPO K'={k_ft} on M2 ({run.name}): {n_samples} sampled chunks from the fork (star) through the fine-tuned "
+        "denoising steps, over fine-tuning"
+    )
     fig.tight_layout()
     return _save(fig, out_dir, "section6_denoising"), []
 
