@@ -208,8 +208,11 @@ BACKBONE_RUNS = {
 }
 
 
-@pytest.mark.parametrize("task", ["avoid_m2", "hopper"])
-@pytest.mark.parametrize("variant", sorted(BACKBONE_RUNS))
+# each backbone once, the two suites between them (the MLPs: tests/test_methods.py, on both)
+@pytest.mark.parametrize(
+    "variant, task",
+    [("gaussian_transformer", "hopper"), ("gmm_transformer", "avoid_m2"), ("dppo_unet_predict8_execute4", "hopper")],
+)
 def test_each_backbone_pretrains_fine_tunes_and_evaluates_under_perturbation(variant, task, data_dir, tmp_path):
     args = [*BACKBONE_RUNS[variant], f"task={task}", f"results_dir={tmp_path}", "name=run"]
     args += [*TINY_PRETRAIN, *TINY_RUN, *TINY_FINETUNE, "train.action_noise=[0.05,0.1]", "train.action_noise_start=1"]
