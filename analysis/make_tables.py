@@ -24,7 +24,6 @@ from analysis.records import ResultsError, load_runs, make_cells, no_results_fol
 from analysis.tables import (
     Missing,
     Table,
-    ablation_tables,
     hyperparameter_tables,
     performance_tables,
     runs_table,
@@ -129,7 +128,7 @@ def build(
 
     A builder that fails on records it didn't expect costs its own table or figure, with the error named,
     never the others."""
-    from analysis import figures, section6
+    from analysis import ablations, figures, section6
     from analysis.stats import statistics_tables
 
     items: list[Table | Missing] = [task_table()]
@@ -161,11 +160,12 @@ def build(
     items += guarded("wallclock_vs_dppo", wallclock_ratio_tables, cells)
     items += guarded("statistics", statistics_tables, cells, reps)
     items += guarded("hyperparameters", hyperparameter_tables, cells)
-    items += guarded("ablations", ablation_tables, cells)
+    items += guarded("ablations", ablations.ablation_tables, cells)
     fig_dir = out / "figures"
     drawers = [
         ("learning_curves", functools.partial(figures.learning_curves, cells, fig_dir)),
         ("avoid_trajectories", functools.partial(figures.avoid_trajectories, cells, fig_dir)),
+        ("ablations", functools.partial(ablations.ablation_figures, cells, fig_dir)),
     ]
     if any(r.task in section6.AVOID and r.method in section6.KIND_LABEL for r in runs):
         drawers += [(name, functools.partial(make, runs, fig_dir)) for name, make in section6.FIGURES]

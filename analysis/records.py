@@ -44,7 +44,9 @@ def hyperparameters(config: dict[str, Any]) -> dict[str, Any]:
         and k not in NOT_HYPERPARAMETERS_TRAIN
         and not k.startswith(NOT_HYPERPARAMETER_PREFIXES)
     }
-    hp["pretrained"] = bool(config.get("checkpoint")) or config.get("stage") == "all"
+    hp["pretrained"] = bool(config.get("pretrained", True)) and (
+        bool(config.get("checkpoint")) or config.get("stage") == "all"
+    )
     return hp
 
 
@@ -377,6 +379,8 @@ def cell_hyperparameters(run: Run, runs: list[Run]) -> dict[str, Any]:
     """A fine-tuning run's hyperparameters. The pre-training's are taken from its own record where that is here
     (the fine-tuning config only repeats pre-training defaults); where it isn't, the checkpoint path stands in."""
     hp = hyperparameters(run.config)
+    if not hp["pretrained"]:  # from scratch: no pre-training to describe
+        return {k: v for k, v in hp.items() if not k.startswith("pretrain.")}
     if run.stage == "all":  # pre-trained within the run, on its own dataset
         hp["pretrain.dataset"] = run.config.get("dataset")
         return hp

@@ -23,10 +23,17 @@ critic CriticObs [256, 256, 256] Mish residual, AdamW for both):
 Both sides get the same weights (ours are copied from the reference's freshly initialised networks;
 speed does not depend on their values), the same observations, chains, advantages, returns, values and
 old log-probs (the minibatch is built from a reference rollout of 5,000 env steps exactly as its agent
-builds one), and the same torch thread count. Reported: the median wall-clock over `--repeats` calls
-after `--warmup` calls, the two implementations alternating call by call so background load hits both.
+builds one; ours also gets which env step each sample is of, as DPPO.make_samples records it), and the same
+torch thread count. Reported: the median wall-clock over `--repeats` calls after `--warmup` calls, the two
+implementations alternating call by call so background load hits both.
 Two extra untimed updates first check that identical weights and data give the same losses (to float
 rounding), and chains sampled from the same seed the same states; the script prints both checks.
+
+Also reported for (b): the FLOPs of one update of each, as torch.utils.flop_counter.FlopCounterMode counts them
+(the matmuls of every linear layer, forward and backward; elementwise ops count 0; ours runs its critic on the
+5,000 distinct env steps, see below), the achieved rate (FLOPs / median time), and that rate as a fraction of the
+machine's dense matmul rate: the median of `torch.mm` of two `--mm-size` square float32 matrices (2 n^3 FLOP),
+at the same thread count, one after each pair of timed updates (so under the same background load).
 
 Why the two may differ (read from the reference at commit cc7234a, model/diffusion/diffusion_vpg.py and
 diffusion_ppo.py):
@@ -43,6 +50,31 @@ diffusion_ppo.py):
   hopper config's quantiles 0 and 1, where clipping is a no-op; ours skips them in that case.
 - The reference forms the per-sample log-prob with `torch.distributions.Normal`; ours writes the
   Gaussian log-density out directly. Same maths.
+
+What ours does beyond that to be faster (methods/policies/networks.py, diffusion.py, dppo.py, ppo.py), all the
+same maths up to float rounding (the checks above):
+- (a) Without gradients every row of a chain is at the same step, so `DiffusionPolicy._sample` evaluates an MLP
+  through `DiffusionMLP.conditioned`: the first layer's observation part is one product per chain and its
+  time-embedding part a lookup of per-step rows (the embedding MLP runs on the chain's steps, not on every row at
+  every step), so a step multiplies only the 12-wide noisy chunk; the hidden layers are `addmm` against a transposed
+  copy of the weight kept until the weight changes (40 x 512 @ 512 x 512 is ~1.4x faster in MKL than `linear`'s
+  transposed operand); layer outputs go to a few reused buffers (fresh ones were paged in by the OS each step,
+  ~40 us apiece) with ReLU in place; the 12-output last layer is 12 matrix-vector products, which BLAS does not
+  thread (MKL threads even the 40 x 512 x 12 matmul, and a thread-pool wake-up costs ~8 ms when the cores are
+  oversubscribed, e.g. by other jobs); the step's schedule coefficients are Python floats, not per-row gathers.
+- (b) The critic runs once per distinct env step of the minibatch (`PPOMethod.predict_values` with the samples'
+  `env_index`), gathered back per sample: here all K' = 10 samples of each of the 5,000 env steps are in the one
+  minibatch, so it sees 5,000 rows instead of 50,000 (in training, a 50,000-sample minibatch of the hopper
+  config's 200,000 samples per iteration holds ~18,900 distinct steps: a ~2.6x saving there). The actor's time
+  embedding is computed for the K steps and looked up per row (`F.embedding`). The per-sample maths after the
+  actor's network (DDPM mean, Gaussian log-density with its clamp and mean; the clipped surrogate) runs in pieces
+  below torch's intra-op grain (32,768 elements), each op on one thread: ~75 fewer thread-pool wake-ups per update
+  (102 ops are left above the grain, the reference has 239), each microseconds on an idle machine but ~8 ms on an
+  oversubscribed one. The residual block's second ReLU and skip sum run in place (two fewer 100 MB activations,
+  each paged in afresh by the OS per update).
+- Tried and left out: forward/backward in chunks of a few thousand samples with the gradient accumulated keeps
+  every activation in the allocator's reuse range and was ~1.4x faster single-threaded, but multiplies the
+  thread-pool wake-ups by the number of chunks: 2.5x slower with 2 threads on oversubscribed cores.
 Not measured: environment stepping, GAE, the recomputation of old log-probs and data shuffling.
 """
 
@@ -224,6 +256,7 @@ def make_minibatch(reference: Any, device: torch.device, seed: int) -> tuple[dic
         "x_prev": ref_args["chains_prev"],
         "x_next": ref_args["chains_next"],
         "ft_index": denoising_inds,
+        "env_index": batch_inds,  # which env step each sample is of, as DPPO.make_samples records it
         # ours stores the reduced log-prob: the reference's clamp to [-5, 2] and mean over executed Ta x Da
         "old_logp": old[:, :REWARD_HORIZON].clamp(-5, 2).mean(dim=(-1, -2)),
         "advantages": ref_args["advantages"],
@@ -240,22 +273,41 @@ def sync(device: torch.device) -> None:
 
 
 def time_pair(
-    ref: Step, ours: Step, warmup: int, repeats: int, device: torch.device
-) -> tuple[list[float], list[float]]:
-    """Wall-clock ms of `repeats` calls of each after `warmup`, alternating which one goes first."""
+    ref: Step, ours: Step, warmup: int, repeats: int, device: torch.device, also: Step | None = None
+) -> tuple[list[float], list[float], list[float]]:
+    """Wall-clock ms of `repeats` calls of each after `warmup`, alternating which one goes first; `also`, if given,
+    is timed after each pair (the same background load) and its times returned third."""
     for _ in range(warmup):
         ref()
         ours()
-    times: dict[str, list[float]] = {"ref": [], "ours": []}
+    times: dict[str, list[float]] = {"ref": [], "ours": [], "also": []}
     for r in range(repeats):
         order = [("ref", ref), ("ours", ours)]
-        for name, fn in order if r % 2 == 0 else reversed(order):
+        for name, fn in [*(order if r % 2 == 0 else reversed(order)), *([("also", also)] if also else [])]:
             sync(device)
             t0 = time.perf_counter()
             fn()
             sync(device)
             times[name].append(1e3 * (time.perf_counter() - t0))
-    return times["ref"], times["ours"]
+    return times["ref"], times["ours"], times["also"]
+
+
+def matmul_step(device: torch.device, n: int) -> Step:
+    """One `torch.mm` of two n x n float32 matrices (2 n^3 FLOP) into a kept output, at the current thread count:
+    timed alongside the updates, its median gives the machine's dense matmul rate."""
+    a, b = (torch.randn(n, n, device=device) for _ in range(2))
+    out = torch.mm(a, b)
+    return lambda: torch.mm(a, b, out=out)
+
+
+def count_flops(step: Step) -> int:
+    """FLOPs of one call of `step`, forward and backward, as torch's FlopCounterMode counts them (the matmuls of
+    every linear layer, which is all but a few percent of the work here; elementwise ops count 0)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
 
 
 def cpu_model() -> str:
@@ -282,6 +334,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--threads", type=int, default=default_threads(), help="torch threads (default: all cores)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--mm-size", type=int, default=2048, help="n of the n x n float32 torch.mm rate measurement")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
     if args.repeats < 1 or args.warmup < 1:
@@ -362,12 +415,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not check["agree"]:
         print("WARNING: the two implementations do not compute the same thing here; check before comparing speed")
 
+    # FLOPs of one update of each (after the checks: each counted call is one more optimiser step)
+    flops = {"reference": count_flops(ref_update), "ours": count_flops(our_update)}
+
     results: dict[str, dict[str, Any]] = {}
+    mm, mm_ms = matmul_step(device, args.mm_size), []
     for name, (ref_fn, our_fn, repeats) in {
         "sample": (ref_sample, our_sample, sample_repeats),
         "update": (ref_update, our_update, args.repeats),
     }.items():
-        ref_ms, our_ms = time_pair(ref_fn, our_fn, args.warmup, repeats, device)
+        also = mm if name == "update" else None  # the matmul rate, timed between the updates
+        ref_ms, our_ms, also_ms = time_pair(ref_fn, our_fn, args.warmup, repeats, device, also)
+        mm_ms = also_ms if also else mm_ms
         ref_med, our_med = statistics.median(ref_ms), statistics.median(our_ms)
         results[name] = {
             "repeats": repeats,
@@ -378,12 +437,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "ours_ms": our_ms,
         }
 
+    mm_flops = 2 * args.mm_size**3 / (statistics.median(mm_ms) / 1e3)
+    update = results["update"]
+    update["mm_ms"] = mm_ms
+    for who in ("reference", "ours"):
+        update[f"{who}_flops"] = flops[who]
+        update[f"{who}_flop_rate"] = flops[who] / (update[f"{who}_median_ms"] / 1e3)
+        update[f"{who}_fraction_of_mm_rate"] = update[f"{who}_flop_rate"] / mm_flops
+
     machine = {
         "cpu": cpu_model(),
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
+        "mm_size": args.mm_size,
+        "mm_flop_rate": mm_flops,
     }
     labels = {
         "sample": f"(a) sample one recorded chain, {N_ENVS} envs, K={DENOISING_STEPS}, K'={FT_DENOISING_STEPS}",
@@ -401,6 +470,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(
             f"| {labels[name]} (n={r['repeats']}) | {r['reference_median_ms']:.2f} | {r['ours_median_ms']:.2f} "
             f"| {r['ratio_reference_over_ours']:.2f} |"
+        )
+    print()
+    print(
+        f"Dense matmul rate: torch.mm {args.mm_size}x{args.mm_size} float32, {machine['threads']} threads: "
+        f"{mm_flops / 1e9:.1f} GFLOP/s"
+    )
+    for who in ("ours", "reference"):
+        print(
+            f"(b) {who:9s}: {update[f'{who}_flops'] / 1e9:6.1f} GFLOP per update (FlopCounterMode, forward + backward)"
+            f" -> {update[f'{who}_flop_rate'] / 1e9:6.1f} GFLOP/s = {update[f'{who}_fraction_of_mm_rate']:.2f}"
+            " of the torch.mm rate"
         )
 
     out = {

@@ -128,6 +128,9 @@ class RunConfig:
     """paper: the reference's values; cpu: also the suite's 2-core preset (experiments/configs/<suite>/cpu.yaml)."""
     checkpoint: str | None = None
     """Pre-trained policy to fine-tune; None pre-trains one first."""
+    pretrained: bool = True
+    """false: fine-tune a randomly initialised policy, no pre-training (paper B.2, Fig. A6); the task's dataset
+    gives only the observation and action normalisation."""
     dataset: str | None = None
     """Demonstrations for pre-training; None: the task's default (generated on first use)."""
     horizon: int | None = None

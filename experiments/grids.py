@@ -220,6 +220,7 @@ SECTION6_NOISE_SMALL = {**SECTION6_NOISE, "train.action_noise": [0.03, 0.06]}
 
 
 ARCHITECTURE_KEYS = ("horizon", "act_steps", "config")  # with policy.*: what a pre-training must be given
+PRETRAINING_PREFIXES = ("policy.", "pretrain.")  # keys only a pre-training takes (fine-tuning: the checkpoint's)
 
 
 def _section6_runs(
@@ -233,15 +234,13 @@ def _section6_runs(
     pretrained: dict[str, str] = {}
     for name, (method, overrides) in variants.items():
         kind = get_method(method).policy_kind
-        arch = {
-            k: v for k, v in overrides.items() if k.startswith("policy.") or k in ("horizon", "act_steps", "config")
-        }
+        arch = {k: v for k, v in overrides.items() if k.startswith(PRETRAINING_PREFIXES) or k in ARCHITECTURE_KEYS}
         if kind not in pretrained:
             pretrained[kind] = f"pretrain_{kind}{tag}_{task}"
             pre = {"method": method, "task": task, "stage": "pretrain", "seed": 0, **arch}
             runs.append(GridRun(pretrained[kind], pre))
         ckpt = results_dir / pretrained[kind] / "checkpoints" / "pretrained.pt"
-        finetune = {k: v for k, v in overrides.items() if not k.startswith("policy.")}
+        finetune = {k: v for k, v in overrides.items() if not k.startswith(PRETRAINING_PREFIXES)}
         for seed in seeds:
             ov = {"method": method, "task": task, "stage": "finetune", "seed": seed, "checkpoint": str(ckpt)}
             runs.append(GridRun(f"{name}_{task}_s{seed}", {**ov, **finetune}, after=[pretrained[kind]]))
@@ -308,6 +307,188 @@ def robomimic_param(results_dir: Path, seeds: list[int] | None = None) -> list[G
     return runs
 
 
+# ----------------------------------------------------------------------------- the paper's ablations (Appendix B)
+# Each *_mini grid runs on 2 CPU cores on Avoid M2 (from scratch: a short Hopper run), 1 seed (2 for the advantage
+# estimators) so that all of them fit in about an hour; its paper-scale twin runs the paper's tasks with the suites'
+# presets, 3 seeds. `make_tables` draws each ablation's table and figure
+# from whichever of them ran (analysis/ablations.py).
+ABLATION_MINI = {"train.n_iterations": 10, "train.eval_every": 5}
+KPRIME_MINI = (3, 5, 10, 20)  # Fig. A4, of Avoid's K = 20
+GAMMA_DENOISE_MINI = (0.8, 0.95, 1.0)  # Fig. A2 (Avoid's preset: 0.95)
+EPS_MIN_EXP_MINI = (0.01, 0.03, 0.1)  # Fig. A3 (Avoid's preset: 0.03)
+EXPERT_FRACTIONS = (0.1, 0.3, 1.0)  # Fig. A5: of Avoid M2's 100 demonstrations, 10, 30 and 100
+# advantage=q on Avoid: 1,250 new transitions an iteration, so ~20 TD steps of 256
+Q_MINI = {"algo.q_batch_size": 256, "algo.q_replay_ratio": 4.0}
+ADVANTAGES = {"state": {}, "full_state": {}, "q": {}}
+
+
+def _sweep(task, key, values, seeds, results_dir, extra=None, name="dppo", method="dppo") -> list[GridRun]:
+    """DPPO (or `method`) fine-tuning one pre-trained policy of `task` with each of `values` for `key`."""
+    short = key.rsplit(".", 1)[-1]
+    variants = {f"{name}_{short}{v:g}": (method, {**(extra or {}), key: v}) for v in values}
+    return _section6_runs(task, variants, seeds, results_dir)
+
+
+def kprime_mini(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """Fig. A4 on 2 CPU cores: DPPO on Avoid M2 fine-tuning the last K' in {3, 5, 10, 20} of its 20 denoising
+    steps, 1 seed; `make_tables` plots success against wall-clock time."""
+    return _sweep("avoid_m2", "algo.ft_denoising_steps", KPRIME_MINI, seeds or [0], results_dir, ABLATION_MINI)
+
+
+def kprime(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """Paper scale (Fig. A4): DPPO on Hopper (K = 20) and Can (K = 100) with K' in {3, 5, 10, 20}, 3 seeds."""
+    return [
+        r
+        for task in ("hopper", "can")
+        for r in _sweep(task, "algo.ft_denoising_steps", (3, 5, 10, 20), seeds or [0, 1, 2], results_dir)
+    ]
+
+
+def gamma_denoise_mini(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """Fig. A2 on 2 CPU cores: DPPO on Avoid M2 with the denoising discount in {0.8, 0.95, 1}, 1 seed."""
+    key = "algo.gamma_denoise"
+    return _sweep("avoid_m2", key, GAMMA_DENOISE_MINI, seeds or [0], results_dir, ABLATION_MINI)
+
+
+def gamma_denoise(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """Paper scale (Fig. A2): DPPO on Hopper, HalfCheetah, Can and Square with the denoising discount in
+    {0.8, 0.9, 0.99, 1}, 3 seeds."""
+    tasks = ("hopper", "halfcheetah", "can", "square")
+    values = (0.8, 0.9, 0.99, 1.0)
+    return [r for t in tasks for r in _sweep(t, "algo.gamma_denoise", values, seeds or [0, 1, 2], results_dir)]
+
+
+def eps_min_exp_mini(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """Fig. A3 on 2 CPU cores: DPPO on Avoid M2 with the sampling std floor eps_min_exp in {0.01, 0.03, 0.1}
+    (eps_min_prob kept at the preset's), 1 seed."""
+    key = "algo.min_sampling_std"
+    return _sweep("avoid_m2", key, EPS_MIN_EXP_MINI, seeds or [0], results_dir, ABLATION_MINI)
+
+
+def eps_min_exp(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """Paper scale (Fig. A3): DPPO on Can and Square with eps_min_exp in {0.01, 0.05, 0.1, 0.2}, 3 seeds."""
+    values = (0.01, 0.05, 0.1, 0.2)
+    key, seeds = "algo.min_sampling_std", seeds or [0, 1, 2]
+    return [r for t in ("can", "square") for r in _sweep(t, key, values, seeds, results_dir)]
+
+
+def _advantage_runs(task, seeds, results_dir, extra, q_extra) -> list[GridRun]:
+    variants = {
+        f"dppo_adv_{a}": ("dppo", {**extra, "algo.advantage": a, **(q_extra if a == "q" else {})}) for a in ADVANTAGES
+    }
+    return _section6_runs(task, variants, seeds, results_dir)
+
+
+def advantage_mini(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """Fig. A1 on 2 CPU cores: DPPO on Avoid M2 with its V(s) advantage, V(s, x_k) over the denoising MDP, and an
+    off-policy double-Q Q(s, a) (algo.advantage = state, full_state, q), 2 seeds."""
+    return _advantage_runs("avoid_m2", seeds or [0, 1], results_dir, ABLATION_MINI, Q_MINI)
+
+
+def advantage(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """Paper scale (Fig. A1): the three advantage estimators on Hopper, HalfCheetah, Can and Square, 3 seeds (the
+    Q critic's TD training: QSM's Gym values, the DPPOConfig defaults)."""
+    tasks = ("hopper", "halfcheetah", "can", "square")
+    return [r for t in tasks for r in _advantage_runs(t, seeds or [0, 1, 2], results_dir, {}, {})]
+
+
+def _expert_data_runs(task, fractions, seeds, results_dir, extra) -> list[GridRun]:
+    runs: list[GridRun] = []
+    for f in fractions:
+        ov = {**extra, "pretrain.episode_fraction": f}
+        variants = {f"{m}_data{f:g}": (m, ov) for m in ("dppo", "gaussian_ppo")}
+        runs += _section6_runs(task, variants, seeds, results_dir, tag=f"_data{f:g}")
+    return runs
+
+
+def expert_data_mini(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """Fig. A5 on 2 CPU cores: DPPO and Gaussian PPO on Avoid M2, each pre-trained on 10%, 30% and all of the
+    demonstrations (a subset fixed by the pre-training's seed), 1 fine-tuning seed."""
+    return _expert_data_runs("avoid_m2", EXPERT_FRACTIONS, seeds or [0], results_dir, ABLATION_MINI)
+
+
+def expert_data(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """Paper scale (Fig. A5): DPPO and Gaussian PPO on Hopper and Square, pre-trained on 10%, 30% and all of the
+    demonstrations, 3 seeds."""
+    seeds = seeds or [0, 1, 2]
+    return [r for t in ("hopper", "square") for r in _expert_data_runs(t, EXPERT_FRACTIONS, seeds, results_dir, {})]
+
+
+def _from_scratch_runs(task, seeds, results_dir, extra) -> list[GridRun]:
+    """DPPO and Gaussian PPO with single-action chunks from scratch (pretrained=false), and the same fine-tuning of a
+    policy pre-trained on the demonstrations (the comparison's other arm)."""
+    runs: list[GridRun] = []
+    for method in ("dppo", "gaussian_ppo"):
+        ov = {"config": str(VARIANTS_DIR / "from_scratch" / f"gym_{method}.yaml"), **extra}
+        runs += _section6_runs(task, {f"{method}_pretrained": (method, ov)}, seeds, results_dir, tag="_ta1")
+        for seed in seeds:
+            scratch = {"method": method, "task": task, "stage": "all", "seed": seed, "pretrained": False, **ov}
+            runs.append(GridRun(f"{method}_scratch_{task}_s{seed}", scratch))
+    return runs
+
+
+# Hopper from scratch on 2 CPU cores: 10 envs x 500 steps x 6 iterations (30k env steps of the reference's 301k)
+SCRATCH_MINI = {"train.n_steps": 500, "train.n_iterations": 6, "train.eval_every": 3, "train.eval_episodes": 5}
+
+
+def from_scratch_mini(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """Fig. A6 on 2 CPU cores: DPPO (10 denoising steps) and Gaussian PPO on Hopper with single actions, from scratch
+    and from a pre-trained policy, 30k env steps, 1 seed."""
+    pre = {"pretrain.n_epochs": None, "pretrain.n_steps": 5000}
+    return _from_scratch_runs("hopper", seeds or [0], results_dir, {**SCRATCH_MINI, **pre})
+
+
+def from_scratch(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """Paper scale (Fig. A6): DPPO and Gaussian PPO from scratch (and from pre-trained policies) on Hopper, Walker2d
+    and HalfCheetah with single-action chunks, 3 seeds (cfg/gym/scratch/*)."""
+    return [r for t in GYM_TASKS for r in _from_scratch_runs(t, seeds or [0, 1, 2], results_dir, {})]
+
+
+DDIM = {"policy.use_ddim": True, "policy.ddim_steps": 5, "algo.ft_denoising_steps": 5}
+
+
+def _ddim_runs(task, seeds, results_dir, extra) -> list[GridRun]:
+    """DPPO fine-tuning one DDPM-pre-trained policy sampled by DDPM (its preset K') and by DDIM in 5 steps, all 5
+    fine-tuned (eta 1 fine-tuning, eta 0 evaluating), as the reference's pixel and Furniture configs do
+    (cfg/furniture/finetune/one_leg_low/ft_ppo_diffusion_mlp.yaml: use_ddim True, ddim_steps = ft_denoising_steps 5)."""
+    ddpm = _section6_runs(task, {"dppo_ddpm": ("dppo", dict(extra))}, seeds, results_dir)
+    ckpt = results_dir / ddpm[0].name / "checkpoints" / "pretrained.pt"
+    finetune = {k: v for k, v in extra.items() if not k.startswith("pretrain.")}
+    base = {"method": "dppo", "task": task, "stage": "finetune", "checkpoint": str(ckpt), **finetune, **DDIM}
+    ddim = [GridRun(f"dppo_ddim_{task}_s{s}", {**base, "seed": s}, after=[ddpm[0].name]) for s in seeds]
+    return ddpm + ddim
+
+
+def ddim_mini(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """DDIM fine-tuning end to end on 2 CPU cores: DPPO on Avoid M2 and a short Hopper run, each sampling its
+    DDPM-pre-trained policy by DDPM and by 5-step DDIM, 1 seed."""
+    seeds = seeds or [0]
+    avoid = _ddim_runs("avoid_m2", seeds, results_dir, ABLATION_MINI)
+    short_pretrain = {"pretrain.n_epochs": None, "pretrain.n_steps": MINI_HOPPER_PRETRAIN["pretrain.n_steps"]}
+    return avoid + _ddim_runs("hopper", seeds, results_dir, {**MINI_HOPPER, **short_pretrain})
+
+
+def ddim(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """Paper scale: DPPO with DDPM and with 5-step DDIM sampling on Hopper and Can, 3 seeds."""
+    return [r for t in ("hopper", "can") for r in _ddim_runs(t, seeds or [0, 1, 2], results_dir, {})]
+
+
+def exact_likelihood_mini(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """Fig. A9 on 2 CPU cores: DPPO and policy gradient with the exact likelihood from the probability-flow ODE
+    (`exact_pg`), fine-tuning one pre-trained policy on Avoid M2, 1 seed."""
+    variants = {m: (m, dict(ABLATION_MINI)) for m in ("dppo", "exact_pg")}
+    return _section6_runs("avoid_m2", variants, seeds or [0], results_dir)
+
+
+def exact_likelihood(results_dir: Path, seeds: list[int] | None = None) -> list[GridRun]:
+    """Paper scale (Fig. A9): DPPO and exact-likelihood policy gradient on Hopper and Can, 3 seeds."""
+    variants = {m: (m, {}) for m in ("dppo", "exact_pg")}
+    return [r for t in ("hopper", "can") for r in _section6_runs(t, variants, seeds or [0, 1, 2], results_dir)]
+
+
+ABLATION_GRIDS = ("kprime", "gamma_denoise", "eps_min_exp", "advantage", "expert_data", "from_scratch", "ddim",
+                  "exact_likelihood")  # fmt: skip
+
 GRIDS: dict[str, Callable[..., list[GridRun]]] = {
     "quickstart": quickstart,
     "smoke": smoke,
@@ -321,6 +502,22 @@ GRIDS: dict[str, Callable[..., list[GridRun]]] = {
     "avoid_parameterisation": avoid_parameterisation,
     "avoid_robustness": avoid_robustness,
     "robomimic_param": robomimic_param,
+    "kprime_mini": kprime_mini,
+    "kprime": kprime,
+    "gamma_denoise_mini": gamma_denoise_mini,
+    "gamma_denoise": gamma_denoise,
+    "eps_min_exp_mini": eps_min_exp_mini,
+    "eps_min_exp": eps_min_exp,
+    "advantage_mini": advantage_mini,
+    "advantage": advantage,
+    "expert_data_mini": expert_data_mini,
+    "expert_data": expert_data,
+    "from_scratch_mini": from_scratch_mini,
+    "from_scratch": from_scratch,
+    "ddim_mini": ddim_mini,
+    "ddim": ddim,
+    "exact_likelihood_mini": exact_likelihood_mini,
+    "exact_likelihood": exact_likelihood,
 }
 
 
@@ -347,6 +544,10 @@ GRID_RESOURCES: dict[str, dict[str, Any]] = {
     "quickstart": {"cpus_per_run": 1, "mem_gb": 2, "time_min": 30},
     "smoke": {"cpus_per_run": 1, "mem_gb": 2, "time_min": 10},
     "smoke_dppo": {"cpus_per_run": 1, "mem_gb": 2, "time_min": 10},
+    # the ablations: the *_mini grids on CPU, their paper-scale twins as the suites' grids above (Robomimic's
+    # envs dominate: as robomimic_state)
+    **{f"{g}_mini": {"cpus_per_run": 1, "mem_gb": 4, "time_min": 60} for g in ABLATION_GRIDS},
+    **{g: {"gpus_per_run": 1, "cpus_per_run": 16, "mem_gb": 80, "time_min": 48 * 60} for g in ABLATION_GRIDS},
 }
 
 

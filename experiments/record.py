@@ -14,6 +14,7 @@ error.txt           the message of a run that failed (removed when it is resumed
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import math
@@ -323,7 +324,8 @@ class RunRecord:
             try:
                 write_text_atomic(self.path / "error.txt", message + "\n")
             except OSError as e:
-                print(f"error: {message} (and error.txt could not be written: {e.strerror})", file=sys.stderr)
+                if e.errno != errno.ENOSPC:  # a full disk is the run's own one-line error already
+                    print(f"error: {message} (and error.txt could not be written: {e.strerror})", file=sys.stderr)
 
 
 # How a run is executed, not what it computes: may change between a run and its resumption

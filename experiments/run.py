@@ -2,7 +2,8 @@
 
 Pre-trains the method's policy by behaviour cloning unless `checkpoint=` is
 given, then fine-tunes it (`stage=pretrain` stops after pre-training,
-`stage=finetune` requires a checkpoint). `config=FILE.yaml` applies a YAML file of
+`stage=finetune` requires a checkpoint; `pretrained=false` fine-tunes a randomly
+initialised policy). `config=FILE.yaml` applies a YAML file of
 config keys before the command line's (a run's recorded config.yaml reruns it).
 Flags: `--resume`, `--force`, `--show-config` (print the resolved config as YAML,
 each value with its source and doc, and exit).
@@ -34,7 +35,7 @@ from experiments.record import RunDirError, RunHeldError, RunLock, RunRecord, ha
 from experiments.trainer import Trainer, method_context, peak_memory_mb
 from methods import get_method
 from methods.policies import POLICIES
-from methods.pretrain import pretrain
+from methods.pretrain import episodes_to_use, pretrain
 
 USER_ERRORS = (
     ConfigError,
@@ -85,18 +86,37 @@ def adopt_checkpoint_policy(cfg: RunConfig, policy_cfg: Any, sources: dict[str, 
             for k, src in sources.items()
             if k.startswith("policy.") and src != DEFAULT and not src.startswith(PRESET_SOURCE)
         ]
+    sampling = getattr(type(policy_cfg), "SAMPLING_KEYS", ())
     conflicts = [
         f"policy.{k}={getattr(cfg.policy, k)} (checkpoint: {getattr(policy_cfg, k)})"
         for k in user_set
-        if getattr(cfg.policy, k) != getattr(policy_cfg, k)
+        if getattr(cfg.policy, k) != getattr(policy_cfg, k) and k not in sampling
     ]
     if conflicts:
         raise ConfigError(
             f"policy.* overrides conflict with the checkpoint's architecture: {', '.join(conflicts)}; "
             "drop them (the architecture comes from the checkpoint)"
         )
-    cfg.policy = policy_cfg
-    return {**(sources or {}), **{k: "checkpoint" for k in (sources or {}) if k.startswith("policy.")}}
+    resampled = {k: getattr(cfg.policy, k) for k in user_set if k in sampling}
+    cfg.policy = dataclasses.replace(policy_cfg, **resampled)
+    from_ckpt = {k: "checkpoint" for k in (sources or {}) if k.startswith("policy.") and k[7:] not in resampled}
+    return {**(sources or {}), **from_ckpt}
+
+
+def resample_policy(policy: torch.nn.Module, policy_cfg: Any) -> torch.nn.Module:
+    """The checkpoint's policy sampling as `policy_cfg` says (its SAMPLING_KEYS differ; the weights stay)."""
+    if policy_cfg == policy.cfg:
+        return policy
+    type(policy).check_config(policy_cfg)
+    if getattr(policy, "n_base_steps", 0):
+        raise ConfigError(
+            f"this checkpoint was fine-tuned with {policy.n_sampling_steps} sampling steps, its first "
+            f"{policy.n_base_steps} frozen: fine-tune it with its own policy.use_ddim and policy.ddim_steps "
+            "(or start from the pre-trained checkpoint)"
+        )
+    new = type(policy)(policy.obs_dim, policy.act_dim, policy.horizon, policy_cfg).to(next(policy.parameters()).device)
+    new.load_state_dict(policy.state_dict())
+    return new
 
 
 def check_chunk(task, kind: str, policy_cfg: Any) -> None:
@@ -132,10 +152,16 @@ def run(
     # Everything a user can get wrong is checked before the run directory is touched.
     fresh = policy = normalizer = dataset = None  # fresh: the policy to pre-train, built now to check it
     try:
+        if not cfg.pretrained and (cfg.checkpoint or cfg.stage == "pretrain"):
+            raise ConfigError(
+                "pretrained=false fine-tunes a randomly initialised policy: drop "
+                + ("checkpoint=" if cfg.checkpoint else "stage=pretrain (use stage=all)")
+            )
         if cfg.checkpoint:
             policy, normalizer, _ = load_policy(cfg.checkpoint, kind, task.obs_dim, task.act_dim, task.horizon, device)
             sources = adopt_checkpoint_policy(cfg, policy.cfg, sources)
-        elif cfg.stage == "finetune":
+            policy = resample_policy(policy, cfg.policy)
+        elif cfg.stage == "finetune" and cfg.pretrained:
             raise ConfigError(
                 "stage=finetune needs checkpoint=/path/to/policy.pt (or use stage=all to pre-train first)"
             )
@@ -150,6 +176,12 @@ def run(
         raise ConfigError(str(e)) from None
     if fresh is not None:
         dataset = task.load_dataset(cfg.dataset)
+        try:
+            keep = episodes_to_use(dataset.n_episodes, cfg.pretrain, cfg.seed) if cfg.pretrained else None
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if keep is not None:
+            dataset = dataset.episodes(keep)
     lock = RunLock(record.path)  # one writer per run, for as long as this process runs it
     lock.acquire()
     try:
@@ -164,7 +196,10 @@ def run(
             summary: dict[str, Any] = {}
             if policy is None:
                 pre_path = record.ckpt_dir / "pretrained.pt"
-                if resuming and pre_path.is_file():
+                if not cfg.pretrained:
+                    policy, normalizer = fresh.to(device).eval(), dataset.normalizer
+                    summary["pretrain"] = None
+                elif resuming and pre_path.is_file():
                     policy, normalizer, ckpt = load_policy(
                         pre_path, kind, task.obs_dim, task.act_dim, task.horizon, device
                     )
@@ -178,6 +213,8 @@ def run(
                         "final_loss": float(np.mean(losses[-100:])),
                         "wall_time": time.perf_counter() - tp,
                         "n_samples": len(obs),
+                        "n_episodes": dataset.n_episodes,
+                        "episodes": None if keep is None else keep.tolist(),
                         "dataset": str(dataset.path),
                     }
                     save_policy(

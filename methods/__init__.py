@@ -7,12 +7,15 @@ from methods.dipo import DIPO
 from methods.dppo import DPPO
 from methods.dql import DQL
 from methods.drwr import DRWR
+from methods.exact_pg import ExactPG
 from methods.gaussian_ppo import GaussianPPO
 from methods.gmm_ppo import GMMPPO
 from methods.idql import IDQL
 from methods.qsm import QSM
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (DPPO, GaussianPPO, GMMPPO, DRWR, DAWR, DIPO, IDQL, DQL, QSM)}
+METHODS: dict[str, type[Method]] = {
+    m.name: m for m in (DPPO, GaussianPPO, GMMPPO, DRWR, DAWR, DIPO, IDQL, DQL, QSM, ExactPG)
+}
 
 
 def get_method(name: str) -> type[Method]:

@@ -20,7 +20,9 @@ import torch
 
 from common.limits import AT_LEAST_ONE, DISCOUNT, NON_NEGATIVE, POSITIVE, Range
 from methods.base import MethodContext, Rollout
+from methods.dppo_advantage import ADVANTAGE_ESTIMATORS, QEstimator, full_state_gae, make_critic
 from methods.policies.diffusion import DiffusionPolicy, gaussian_log_prob
+from methods.policies.networks import serial_rows
 from methods.ppo import PPOConfig, PPOMethod, check_logprob_reduction
 
 
@@ -42,6 +44,20 @@ class DPPOConfig(PPOConfig):
     """"mean_clamped" (reference): mean per-dim log-prob over executed Ta x Da, clamped to [-5, 2]; "sum": exact."""
     logprob_batch_size: int = 10000
     """Samples per forward pass when recomputing the old log-probs (memory only; results unchanged)."""
+    advantage: str = "state"
+    """Advantage estimator (paper B.1): "state" V(s) with GAE (DPPO's), "full_state" V(s, x_k) over the denoising
+    MDP, or "q" an off-policy double-Q Q(s, a) (methods/dppo_advantage.py)."""
+    # The "q" estimator's TD training; defaults: QSM's (cfg/gym/finetune/hopper-v2/ft_qsm_diffusion_mlp.yaml).
+    q_batch_size: int = 1000
+    """advantage=q: transitions per TD step of the Q critic (reference QSM: batch_size)."""
+    q_replay_ratio: float = 16.0
+    """advantage=q: TD steps per iteration = new transitions / q_batch_size x this (reference QSM: replay_ratio)."""
+    q_tau: float = 0.005
+    """advantage=q: Polyak rate of the target Q critic per TD step (reference QSM: critic_tau)."""
+    q_buffer_size: int = 1_000_000
+    """advantage=q: replay buffer capacity in transitions (reference QSM: 25000 rows x 40 envs)."""
+    q_residual: bool = False
+    """advantage=q: residual Q MLPs (off, as the reference's CriticObsAct; see OffPolicyConfig.q_residual)."""
 
     LIMITS: ClassVar[dict[str, Range]] = {
         **PPOConfig.LIMITS,
@@ -52,6 +68,10 @@ class DPPOConfig(PPOConfig):
         "min_sampling_std": NON_NEGATIVE,
         "min_logprob_std": NON_NEGATIVE,
         "logprob_batch_size": AT_LEAST_ONE,
+        "q_batch_size": AT_LEAST_ONE,
+        "q_replay_ratio": POSITIVE,
+        "q_tau": Range(0, 1, lo_open=True),
+        "q_buffer_size": AT_LEAST_ONE,
     }
 
 
@@ -74,6 +94,13 @@ class DPPO(PPOMethod):
     def check_config(cls, cfg: DPPOConfig, policy: DiffusionPolicy | None = None) -> None:
         super().check_config(cfg, policy)
         check_logprob_reduction(cfg.logprob_reduction, ("mean_clamped", "sum"))
+        if cfg.advantage not in ADVANTAGE_ESTIMATORS:
+            raise ValueError(f"algo.advantage must be one of {', '.join(ADVANTAGE_ESTIMATORS)}, got {cfg.advantage!r}")
+        if cfg.advantage == "q" and cfg.q_buffer_size < cfg.q_batch_size:
+            raise ValueError(
+                f"algo.q_buffer_size={cfg.q_buffer_size} is smaller than one TD batch (algo.q_batch_size="
+                f"{cfg.q_batch_size}); the buffer must hold at least a batch of transitions"
+            )
         if policy is None:
             return
         S = policy.n_sampling_steps
@@ -102,6 +129,35 @@ class DPPO(PPOMethod):
         self.denoise_discount = torch.tensor(
             [cfg.gamma_denoise ** (self.n_ft - 1 - i) for i in range(self.n_ft)], device=self.device
         )
+        self.q_estimator = QEstimator(self) if cfg.advantage == "q" else None
+
+    def make_critic(self) -> torch.nn.Module:
+        return make_critic(self) or super().make_critic()
+
+    def estimate_advantages(self, rollout: Rollout, rewards: torch.Tensor):
+        if self.cfg.advantage == "full_state":
+            return full_state_gae(self, rollout, rewards)
+        if self.q_estimator is not None:
+            return self.q_estimator.advantages(rollout, rewards)
+        return super().estimate_advantages(rollout, rewards)
+
+    def predict_values(self, mb: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        if self.cfg.advantage == "full_state":
+            return self.critic(mb["obs"], mb["x_prev"], mb["ft_index"])
+        return None if self.q_estimator is not None else super().predict_values(mb)
+
+    def update(self, rollout: Rollout, itr: int) -> dict[str, float]:
+        out = super().update(rollout, itr)
+        return {**out, "q_loss": self.q_estimator.last_loss} if self.q_estimator is not None else out
+
+    def chain_start(self, obs: torch.Tensor) -> torch.Tensor:
+        """Fresh samples of the chain entering the first fine-tuned step at `obs` (through the frozen steps)."""
+        if not len(obs):
+            return obs.new_zeros(0, self.policy.horizon, self.policy.act_dim)
+        _, chain = self.policy.sample(
+            obs, deterministic=False, min_std=self.cfg.min_sampling_std, record_from=self.first_ft
+        )
+        return chain[:, 0]
 
     def actor_parameters(self):
         return list(self.policy.network.parameters())
@@ -127,8 +183,20 @@ class DPPO(PPOMethod):
     # -------------------------------------------------------------- likelihood
     def step_log_prob(self, obs, x_prev, x_next, ft_index) -> torch.Tensor:
         """log p_theta(x_next | x_prev, s) per element (B, Ta, Da) at fine-tuned step `ft_index` (B,)."""
-        mu, sigma = self.policy.step_mean_std(self.policy.network, x_prev, ft_index + self.first_ft, obs, eta=1.0)
+        pos = ft_index + self.first_ft
+        return self._step_log_prob(x_prev, x_next, self.policy.network(x_prev, self.policy.net_k[pos], obs), pos)
+
+    def _step_log_prob(self, x_prev, x_next, eps, pos) -> torch.Tensor:
+        mu, sigma = self.policy.mean_std_from_eps(x_prev, eps, pos, eta=1.0)
         return gaussian_log_prob(x_next, mu, sigma.clamp(min=self.cfg.min_logprob_std))
+
+    def log_prob(self, obs, x_prev, x_next, ft_index) -> torch.Tensor:
+        """`reduce_log_prob(step_log_prob(...))` (B,): the network runs on the whole batch, the per-sample maths after
+        it in pieces of `serial_rows` samples (one CPU thread each; see networks.SERIAL_GRAIN)."""
+        pos = ft_index + self.first_ft
+        eps = self.policy.network(x_prev, self.policy.net_k[pos], obs)
+        pieces = zip(*(t.split(serial_rows(eps)) for t in (x_prev, x_next, eps, pos)), strict=True)
+        return torch.cat([self.reduce_log_prob(self._step_log_prob(*piece)) for piece in pieces])
 
     def reduce_log_prob(self, logp: torch.Tensor) -> torch.Tensor:
         executed = logp[:, : self.act_steps]
@@ -149,30 +217,41 @@ class DPPO(PPOMethod):
         with torch.no_grad():
             old = torch.cat(
                 [
-                    self.reduce_log_prob(self.step_log_prob(o, xp, xn, f))
+                    self.log_prob(o, xp, xn, f)
                     for o, xp, xn, f in zip(
                         *(t.split(self.cfg.logprob_batch_size) for t in (s_obs, x_prev, x_next, ft_idx))
                     )
                 ]
             )
-        return {
+
+        def per_sample(x: torch.Tensor) -> torch.Tensor:  # (T, N): shared by the step's K' samples; or (T, N, K')
+            return x.reshape(-1) if x.dim() == 3 else x.reshape(-1)[env_idx]
+
+        samples = {
             "obs": s_obs,
             "x_prev": x_prev,
             "x_next": x_next,
             "ft_index": ft_idx,
+            "env_index": env_idx,  # the critic's V(s) runs once per env step (PPOMethod.predict_values)
             "old_logp": old,
-            "advantages": advantages.reshape(-1)[env_idx],
-            "returns": returns.reshape(-1)[env_idx],
-            "values": values.reshape(-1)[env_idx],
+            "advantages": per_sample(advantages),
         }
+        if returns is not None:  # the "q" estimator's critic is not regressed by PPO
+            samples.update(returns=per_sample(returns), values=per_sample(values))
+        return samples
 
     def log_ratio_and_clip(self, mb, adv):
-        new = self.reduce_log_prob(self.step_log_prob(mb["obs"], mb["x_prev"], mb["x_next"], mb["ft_index"]))
-        return new - mb["old_logp"], adv * self.denoise_discount[mb["ft_index"]], self.clips[mb["ft_index"]]
+        new = self.log_prob(mb["obs"], mb["x_prev"], mb["x_next"], mb["ft_index"])
+        if self.cfg.advantage != "full_state":  # full_state's GAE discounts over the denoising steps itself
+            adv = adv * self.denoise_discount[mb["ft_index"]]
+        return new - mb["old_logp"], adv, self.clips[mb["ft_index"]]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy.state_dict(), **super().state_dict()}
+        q = {"q_estimator": self.q_estimator.state_dict()} if self.q_estimator is not None else {}
+        return {"policy": self.policy.state_dict(), **super().state_dict(), **q}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
         super().load_state_dict(state)
+        if self.q_estimator is not None:
+            self.q_estimator.load_state_dict(state["q_estimator"])

@@ -21,7 +21,7 @@ import torch
 from common.limits import AT_LEAST_ONE, DISCOUNT, FRACTION, NON_NEGATIVE, POSITIVE, Range
 from methods.base import Method, MethodContext, Rollout
 from methods.optim import ActorOptim, CriticOptim, adamw, check_lr_schedules, scheduled_lr, set_lr
-from methods.policies.networks import ValueCritic
+from methods.policies.networks import ValueCritic, serial_rows
 
 
 @dataclass
@@ -76,21 +76,26 @@ def gae(
     next_values: torch.Tensor,
     terminated: torch.Tensor,
     truncated: torch.Tensor,
-    gamma: float,
-    lam: float,
+    gamma: float | torch.Tensor,
+    lam: float | torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over (T, N) tensors.
 
     Bootstraps from `next_values` except after termination; the recursion stops
     at any episode end (termination or truncation) and at the rollout's end.
+    `gamma` and `lam` may also be (T, N) tensors: a discount and lambda per step.
     """
     not_term = 1.0 - terminated.float()
     not_done = 1.0 - (terminated | truncated).float()
     adv = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[0])
+    per_step = isinstance(gamma, torch.Tensor) or isinstance(lam, torch.Tensor)
+    gammas = torch.broadcast_to(torch.as_tensor(gamma, dtype=rewards.dtype, device=rewards.device), rewards.shape)
+    lams = torch.broadcast_to(torch.as_tensor(lam, dtype=rewards.dtype, device=rewards.device), rewards.shape)
     for t in reversed(range(rewards.shape[0])):
-        delta = rewards[t] + gamma * next_values[t] * not_term[t] - values[t]
-        running = delta + gamma * lam * not_done[t] * running
+        g, gl = (gammas[t], gammas[t] * lams[t]) if per_step else (gamma, gamma * lam)
+        delta = rewards[t] + g * next_values[t] * not_term[t] - values[t]
+        running = delta + gl * not_done[t] * running
         adv[t] = running
     return adv, adv + values
 
@@ -143,7 +148,23 @@ def check_logprob_reduction(value: str, allowed: tuple[str, ...] = LOGPROB_REDUC
 def clipped_surrogate(
     logratio: torch.Tensor, adv: torch.Tensor, clip: torch.Tensor | float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """PPO's clipped objective (as a loss), approximate KL `(r-1) - log r`, clip fraction."""
+    """PPO's clipped objective (as a loss), approximate KL `(r-1) - log r`, clip fraction; on CPU computed in pieces
+    of `serial_rows` samples, their means weighted by size (the same means, up to float rounding)."""
+    n, rows = len(logratio), serial_rows(logratio)
+    if n <= rows:
+        return _clipped_surrogate(logratio, adv, clip)
+    clips = clip.split(rows) if isinstance(clip, torch.Tensor) and clip.dim() else [clip] * -(-n // rows)
+    parts = [
+        [len(lr) / n * m for m in _clipped_surrogate(lr, a, c)]
+        for lr, a, c in zip(logratio.split(rows), adv.split(rows), clips, strict=True)
+    ]
+    loss, approx_kl, clipfrac = (sum(ms) for ms in zip(*parts, strict=True))
+    return loss, approx_kl, clipfrac
+
+
+def _clipped_surrogate(
+    logratio: torch.Tensor, adv: torch.Tensor, clip: torch.Tensor | float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     ratio = logratio.exp()
     loss = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1 - clip, 1 + clip)).mean()
     with torch.no_grad():
@@ -164,8 +185,7 @@ class PPOMethod(Method):
 
     def __init__(self, cfg: PPOConfig, ctx: MethodContext):
         super().__init__(cfg, ctx)
-        self.critic = ValueCritic(ctx.task.obs_dim, cfg.critic_hidden, cfg.critic_activation, cfg.critic_residual)
-        self.critic.to(self.device)
+        self.critic = self.make_critic().to(self.device)
         self.actor_optimizer = adamw(self.actor_parameters(), cfg, "actor")
         self.critic_optimizer = adamw(self.critic.parameters(), cfg, "critic")
         self.reward_scaler: RunningRewardScaler | None = None
@@ -190,6 +210,41 @@ class PPOMethod(Method):
     def log_ratio_and_clip(self, mb: dict[str, torch.Tensor], adv: torch.Tensor):
         """Return (logratio, advantages to use, clip range) for a minibatch."""
 
+    def make_critic(self) -> torch.nn.Module:
+        """The critic the critic optimiser trains (default: the state-only V(s)); called in `__init__`."""
+        c = self.cfg
+        return ValueCritic(self.ctx.task.obs_dim, c.critic_hidden, c.critic_activation, c.critic_residual)
+
+    def estimate_advantages(
+        self, rollout: Rollout, rewards: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(advantages, value targets, values) of the rollout's samples, from the (scaled) rewards (T, N).
+        Default: GAE over env steps with V(s), each (T, N). None targets: the critic is not regressed by PPO."""
+        T, N = rollout.n_steps, rollout.n_envs
+        with torch.no_grad():
+            values = self.critic(rollout.obs.reshape(T * N, -1)).view(T, N)
+            next_values = self.critic(rollout.next_obs.reshape(T * N, -1)).view(T, N)
+        c = self.cfg
+        advantages, returns = gae(
+            rewards, values, next_values, rollout.terminated, rollout.truncated, c.gamma, c.gae_lambda
+        )
+        return advantages, returns, values
+
+    def predict_values(self, mb: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The critic's prediction for a minibatch, regressed to mb["returns"]; None: no value loss.
+
+        Samples with equal `mb["env_index"]`, where given, are of one env step and share its observation (DPPO's
+        K' denoising steps of a step): the critic runs once per distinct step, gathered back per sample."""
+        if "env_index" not in mb:
+            return self.critic(mb["obs"])
+        index = mb["env_index"]
+        # one sample (any) per distinct step, without sorting (torch.unique's sort is slow on CPU at 50,000)
+        first = index.new_full((int(index.max()) + 1,), -1).scatter_(
+            0, index, torch.arange(len(index), device=index.device)
+        )
+        present = first >= 0
+        return self.critic(mb["obs"][first[present]])[(torch.cumsum(present, 0) - 1)[index]]
+
     def actor_regularisers(self, mb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Weighted loss terms added to the actor's loss on a minibatch, by metric name (none by default)."""
         return {}
@@ -205,19 +260,14 @@ class PPOMethod(Method):
         set_lr(self.actor_optimizer, actor_lr)
         set_lr(self.critic_optimizer, critic_lr)
 
-        T, N = rollout.n_steps, rollout.n_envs
-        with torch.no_grad():
-            values = self.critic(rollout.obs.reshape(T * N, -1)).view(T, N)
-            next_values = self.critic(rollout.next_obs.reshape(T * N, -1)).view(T, N)
+        N = rollout.n_envs
         rewards = rollout.rewards.cpu().numpy().astype(np.float64)
         if c.reward_scale_running:
             if self.reward_scaler is None:
                 self.reward_scaler = RunningRewardScaler(N, c.gamma)
             rewards = self.reward_scaler(rewards, rollout.firsts.cpu().numpy().astype(np.float64))
         rewards = torch.as_tensor(rewards * c.reward_scale_const, dtype=torch.float32, device=self.device)
-        advantages, returns = gae(
-            rewards, values, next_values, rollout.terminated, rollout.truncated, c.gamma, c.gae_lambda
-        )
+        advantages, returns, values = self.estimate_advantages(rollout, rewards)
         samples = self.make_samples(rollout, advantages, returns, values)
         n = samples["obs"].shape[0]
         batch_size = c.batch_size or max(1, n // 2)
@@ -238,14 +288,13 @@ class PPOMethod(Method):
             if stopped_early:
                 break
 
-        y, v = returns.flatten(), values.flatten()
-        var_y = torch.var(y).item()
+        var_y = 0.0 if returns is None else torch.var(returns.flatten()).item()
         out = {k: float(np.mean(vals)) if vals else float("nan") for k, vals in stats.items()}
         out.update(
             actor_lr=actor_lr,
             critic_lr=critic_lr,
             kl_stopped=float(stopped_early),
-            explained_var=float("nan") if var_y == 0 else 1 - torch.var(y - v).item() / var_y,
+            explained_var=float("nan") if var_y == 0 else 1 - torch.var((returns - values).flatten()).item() / var_y,
         )
         return out
 
@@ -262,8 +311,10 @@ class PPOMethod(Method):
         logratio, adv, clip = self.log_ratio_and_clip(mb, adv)
         pg_loss, approx_kl, clipfrac = clipped_surrogate(logratio, adv, clip)
 
-        new_v = self.critic(mb["obs"])
-        if c.clip_value is not None:
+        new_v = self.predict_values(mb)
+        if new_v is None:
+            v_loss = torch.zeros((), device=self.device)
+        elif c.clip_value is not None:
             v_clipped = mb["values"] + (new_v - mb["values"]).clamp(-c.clip_value, c.clip_value)
             v_loss = 0.5 * torch.max((new_v - mb["returns"]) ** 2, (v_clipped - mb["returns"]) ** 2).mean()
         else:
@@ -273,7 +324,8 @@ class PPOMethod(Method):
         loss = c.vf_coef * v_loss + (pg_loss + sum(extra.values()) if train_actor else 0.0)
         self.actor_optimizer.zero_grad(set_to_none=True)
         self.critic_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if loss.requires_grad:  # not when neither actor nor a PPO-regressed critic trains (a Q critic's warm-up)
+            loss.backward()
         if train_actor:
             if c.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(self.actor_parameters(), c.max_grad_norm)

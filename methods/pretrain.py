@@ -39,6 +39,11 @@ class PretrainConfig:
     """AdamW weight decay."""
     ema_decay: float = 0.995
     """Per-step decay of the EMA of the weights; the EMA policy is what pre-training returns and saves."""
+    max_episodes: int | None = None
+    """Pre-train on this many of the dataset's demonstrations, a subset fixed by the seed (paper B.2, Fig. A5);
+    None: all of them (or episode_fraction)."""
+    episode_fraction: float | None = None
+    """Pre-train on this fraction of the demonstrations (rounded, at least 1), fixed by the seed; None: all."""
 
     LIMITS: ClassVar[dict[str, Range]] = {
         "n_steps": AT_LEAST_ONE,
@@ -49,7 +54,25 @@ class PretrainConfig:
         "warmup_steps": NON_NEGATIVE,
         "weight_decay": NON_NEGATIVE,
         "ema_decay": Range(0, 1, hi_open=True),
+        "max_episodes": AT_LEAST_ONE,
+        "episode_fraction": Range(0, 1, lo_open=True),
     }
+
+
+def episodes_to_use(n_episodes: int, cfg: PretrainConfig, seed: int) -> np.ndarray | None:
+    """Which demonstrations pre-training uses (None: all): `max_episodes` or `episode_fraction` of them, a subset
+    drawn once from the seed, so every run with that seed pre-trains on the same episodes."""
+    if cfg.max_episodes is not None and cfg.episode_fraction is not None:
+        raise ValueError("set one of pretrain.max_episodes and pretrain.episode_fraction, not both")
+    if cfg.max_episodes is not None and cfg.max_episodes > n_episodes:
+        raise ValueError(
+            f"pretrain.max_episodes={cfg.max_episodes} exceeds the dataset's {n_episodes} episodes; "
+            f"use at most {n_episodes} (or null for all)"
+        )
+    if cfg.max_episodes is None and cfg.episode_fraction is None:
+        return None
+    n = cfg.max_episodes or max(1, round(cfg.episode_fraction * n_episodes))
+    return np.sort(np.random.default_rng(seed).permutation(n_episodes)[:n])
 
 
 def pretrain(

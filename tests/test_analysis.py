@@ -98,7 +98,9 @@ def test_every_table_and_figure_is_written_in_every_format(built):
     assert "### Final performance, avoid_m2" in index and "learning_curves_avoid_m2.png" in index
     # the tables it can't fill are listed with their reason
     assert "wallclock_gym: Table A1: no finished gym fine-tuning runs" in index
-    assert "ablation_advantage_estimator: the harness has no critic option yet" in index
+    assert "ablation_advantage_estimator: no two runs of one task and method differ only in algo.advantage" in index
+    for ext in ("png", "pdf"):  # the one ablation these records vary
+        assert (built / "figures" / f"ablation_gamma_denoise.{ext}").stat().st_size > 5000
 
 
 def test_final_performance_matches_the_records(built, records):

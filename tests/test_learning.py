@@ -2,6 +2,7 @@
 demonstrated modes, a few PPO updates must shift the policy toward it."""
 
 import numpy as np
+import pytest
 import torch
 
 from methods.base import MethodContext, Rollout
@@ -46,7 +47,7 @@ def train_on_bandit(method, iterations: int = 10, n: int = 256) -> tuple[float, 
     for itr in range(iterations):
         rollout, _ = bandit_rollout(method, n)
         stats = method.update(rollout, itr)
-        assert np.isfinite(stats["pg_loss"]) and np.isfinite(stats["v_loss"])
+        assert np.isfinite(stats["pg_loss"]) and np.isfinite(stats["v_loss"]), stats
     _, after = bandit_rollout(method, 2000)
     return before, after
 
@@ -57,14 +58,21 @@ def bimodal_data(n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((n, 2), np.float32), actions.reshape(n, 1, 1).astype(np.float32)
 
 
-def test_dppo_moves_a_bimodal_diffusion_policy_toward_the_rewarded_mode():
+# paper B.1's estimators: each must learn here (the q estimator's critic from a replay buffer by TD)
+ADVANTAGES = {"state": {}, "full_state": {}, "q": {"q_batch_size": 128, "q_replay_ratio": 8.0}}
+
+
+@pytest.mark.parametrize("advantage", sorted(ADVANTAGES))
+def test_dppo_moves_a_bimodal_diffusion_policy_toward_the_rewarded_mode(advantage):
     torch.manual_seed(0)
     obs, actions = bimodal_data()
     policy = DiffusionPolicy(2, 1, 1, DiffusionPolicyConfig(denoising_steps=5, hidden=[64, 64, 64]))
     policy, _ = pretrain(
         policy, obs, actions, PretrainConfig(n_steps=800, batch_size=128, lr=3e-3), torch.device("cpu"), progress=False
     )
-    cfg = DPPOConfig(ft_denoising_steps=5, min_sampling_std=0.05, **FAST_PPO)
+    cfg = DPPOConfig(
+        ft_denoising_steps=5, min_sampling_std=0.05, advantage=advantage, **ADVANTAGES[advantage], **FAST_PPO
+    )
     method = DPPO(cfg, MethodContext.standalone(policy, act_steps=1, n_iterations=10))
     before, after = train_on_bandit(method)
     assert 0.3 < before < 0.7, before  # pre-training captured both modes

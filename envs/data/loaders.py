@@ -4,6 +4,7 @@ min/max statistics in a sibling `normalization.npz`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -29,6 +30,19 @@ class Trajectories:
     @property
     def n_transitions(self) -> int:
         return int(self.traj_lengths.sum())
+
+    @property
+    def n_episodes(self) -> int:
+        return len(self.traj_lengths)
+
+    def episodes(self, keep: np.ndarray) -> Trajectories:
+        """Only the trajectories at indices `keep` (in the dataset's order); the normaliser stays the dataset's."""
+        keep = np.sort(np.asarray(keep, dtype=int))
+        starts = np.concatenate([[0], np.cumsum(self.traj_lengths)[:-1]])
+        rows = np.concatenate([np.arange(starts[i], starts[i] + self.traj_lengths[i]) for i in keep])
+        return dataclasses.replace(
+            self, states=self.states[rows], actions=self.actions[rows], traj_lengths=self.traj_lengths[keep]
+        )
 
     def chunks(self, horizon: int) -> tuple[np.ndarray, np.ndarray]:
         """(obs_t, actions_{t..t+Ta-1}) for every t whose chunk fits inside its trajectory."""

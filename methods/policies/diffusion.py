@@ -9,7 +9,9 @@ step) pairs need.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -68,6 +70,11 @@ class DiffusionPolicyConfig:
     final_action_clip: float | None = None
     """Clip the sampled chunk to +-this after the last step; None: no clipping (reference: final_action_clip_value)."""
 
+    # How the chain is sampled, not what the weights are: a pre-trained checkpoint may be fine-tuned with others
+    # (the reference pre-trains with DDPM and fine-tunes some tasks with DDIM, e.g.
+    # cfg/furniture/finetune/one_leg_low/ft_ppo_diffusion_mlp.yaml: use_ddim True, ddim_steps 5).
+    SAMPLING_KEYS: ClassVar[tuple[str, ...]] = ("use_ddim", "ddim_steps")
+
     LIMITS: ClassVar[dict[str, Range]] = {
         "denoising_steps": AT_LEAST_ONE,
         "hidden": AT_LEAST_ONE,
@@ -110,7 +117,7 @@ class DiffusionPolicy(nn.Module):
             )
         else:
             self.network = DiffusionMLP(
-                obs_dim, act_dim, horizon, list(cfg.hidden), cfg.time_dim, cfg.activation, cfg.residual
+                obs_dim, act_dim, horizon, list(cfg.hidden), cfg.time_dim, cfg.activation, cfg.residual, n_steps=K
             )
 
         betas = cosine_betas(K)
@@ -155,8 +162,10 @@ class DiffusionPolicy(nn.Module):
                 f"policy.backbone must be one of {', '.join(BACKBONES)} for a diffusion policy, got {cfg.backbone!r}"
             )
         if cfg.use_ddim and (cfg.ddim_steps < 1 or cfg.denoising_steps % cfg.ddim_steps):
+            K = cfg.denoising_steps
+            valid = ", ".join(str(d) for d in range(1, K + 1) if K % d == 0)
             raise ValueError(
-                f"policy.ddim_steps={cfg.ddim_steps} must divide policy.denoising_steps={cfg.denoising_steps}"
+                f"policy.ddim_steps={cfg.ddim_steps} must divide policy.denoising_steps={K}: one of {valid}"
             )
 
     @staticmethod
@@ -213,23 +222,65 @@ class DiffusionPolicy(nn.Module):
         The std returned is the schedule's own (DDPM sigma_k, or DDIM eta * sigma);
         callers apply their floors.
         """
-        eps = network(x, self.net_k[pos], obs)
+        return self.mean_std_from_eps(x, network(x, self.net_k[pos], obs), pos, eta)
+
+    def mean_std_from_eps(
+        self, x: torch.Tensor, eps: torch.Tensor, pos: torch.Tensor, eta: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`step_mean_std` given the network's noise prediction `eps` at sampling positions `pos` (B,)."""
         shape = (-1, 1, 1)
+
+        def coef(name: str) -> torch.Tensor:
+            return (self.ddim_direction(eta) if name == "ddim_dir" else getattr(self, name))[pos].view(shape)
+
+        mu, sigma = self._mean_std(x, eps, coef, eta)
+        return mu, sigma.expand_as(mu)
+
+    def _mean_std(self, x: torch.Tensor, eps: torch.Tensor, coef: Callable, eta: float):
+        """The step's mean from the predicted noise and the schedule's std, with `coef(name)` the named coefficient
+        at the step's positions: a (B, 1, 1) tensor, or a float when the whole batch is at one position."""
         clip = self.cfg.denoised_clip
         if self.cfg.use_ddim:
-            sqrt_a, sqrt_1ma = self.sqrt_a[pos].view(shape), self.sqrt_one_minus_a[pos].view(shape)
+            sqrt_a, sqrt_1ma = coef("sqrt_a"), coef("sqrt_one_minus_a")
             x0 = (x - sqrt_1ma * eps) / sqrt_a
             if clip is not None:
                 x0 = x0.clamp(-clip, clip)
                 eps = (x - sqrt_a * x0) / sqrt_1ma
-            sigma = eta * self.ddim_sigma1[pos].view(shape)
-            mu = self.sqrt_a_prev[pos].view(shape) * x0 + self.ddim_direction(eta)[pos].view(shape) * eps
-            return mu, sigma.expand_as(mu)
-        x0 = self.sqrt_recip_abar[pos].view(shape) * x - self.sqrt_recipm1_abar[pos].view(shape) * eps
+            return coef("sqrt_a_prev") * x0 + coef("ddim_dir") * eps, eta * coef("ddim_sigma1")
+        x0 = coef("sqrt_recip_abar") * x - coef("sqrt_recipm1_abar") * eps
         if clip is not None:
             x0 = x0.clamp(-clip, clip)
-        mu = self.mu_c1[pos].view(shape) * x0 + self.mu_c2[pos].view(shape) * x
-        return mu, self.ddpm_sigma[pos].view(shape).expand_as(mu)
+        return coef("mu_c1") * x0 + coef("mu_c2") * x, coef("ddpm_sigma")
+
+    def _step_floats(self, eta: float) -> list[dict[str, float]]:
+        """Per sampling position, every coefficient `_mean_std` reads (and the network's step `net_k`) as Python
+        numbers, the buffers' own values; kept per eta until a buffer changes (its version counter)."""
+        names = (
+            ("sqrt_a", "sqrt_one_minus_a", "sqrt_a_prev", "ddim_sigma1", "ddim_dir_eta0", "ddim_dir_eta1", "net_k")
+            if self.cfg.use_ddim
+            else ("sqrt_recip_abar", "sqrt_recipm1_abar", "mu_c1", "mu_c2", "ddpm_sigma", "net_k")
+        )
+        buffers = [getattr(self, name) for name in names]
+        key = (eta, *((b.data_ptr(), b._version, b.dtype) for b in buffers))
+        cached = self.__dict__.get("_step_floats_cache", {}).get(eta)
+        if cached is None or cached[0] != key:
+            tables = {name: b.tolist() for name, b in zip(names, buffers, strict=True)}
+            if self.cfg.use_ddim:
+                tables["ddim_dir"] = self.ddim_direction(eta).tolist()
+            cached = (key, [{name: t[i] for name, t in tables.items()} for i in range(self.n_sampling_steps)])
+            self.__dict__.setdefault("_step_floats_cache", {})[eta] = cached
+        return cached[1]
+
+    def _conditioned_networks(self, nets: list[nn.Module], obs: torch.Tensor) -> list[Callable] | None:
+        """Per sampling position, x -> eps from `DiffusionMLP.conditioned` for a no-grad chain of MLPs; else None."""
+        if torch.is_grad_enabled() or not all(isinstance(n, DiffusionMLP) for n in nets):
+            return None
+        ks = [c["net_k"] for c in self._step_floats(0.0)]
+        steps: dict[int, tuple[nn.Module, list[int]]] = {}
+        for net, k in zip(nets, ks, strict=True):
+            steps.setdefault(id(net), (net, []))[1].append(k)
+        evals = {key: net.conditioned(obs, net_ks) for key, (net, net_ks) in steps.items()}
+        return [functools.partial(evals[id(net)], k=k) for net, k in zip(nets, ks, strict=True)]
 
     # ---------------------------------------------------------------- sampling
     def sample(
@@ -261,13 +312,24 @@ class DiffusionPolicy(nn.Module):
         x = torch.randn(B, self.horizon, self.act_dim, device=obs.device)
         chain = [x] if record_from == 0 else []
         eta = 0.0 if deterministic else 1.0
+        # Without gradients every row is at the same position: MLPs run their no-grad fast path and the step's
+        # coefficients are Python floats (the same float32 values as the indexed buffers).
+        evals = self._conditioned_networks(nets, obs)
+        floats = self._step_floats(eta) if evals is not None else None
         for i in range(S):
-            pos = torch.full((B,), i, device=obs.device, dtype=torch.long)
-            mu, std = self.step_mean_std(nets[i], x, pos, obs, eta)
-            if deterministic:
-                std = torch.zeros_like(std) if (self.cfg.use_ddim or i == S - 1) else std.clamp(min=1e-3)
+            if evals is not None:
+                mu, sigma = self._mean_std(x, evals[i](x), floats[i].__getitem__, eta)
+                if deterministic:
+                    std = 0.0 if (self.cfg.use_ddim or i == S - 1) else max(sigma, 1e-3)
+                else:
+                    std = max(sigma, min_std)
             else:
-                std = std.clamp(min=min_std)
+                pos = torch.full((B,), i, device=obs.device, dtype=torch.long)
+                mu, std = self.step_mean_std(nets[i], x, pos, obs, eta)
+                if deterministic:
+                    std = torch.zeros_like(std) if (self.cfg.use_ddim or i == S - 1) else std.clamp(min=1e-3)
+                else:
+                    std = std.clamp(min=min_std)
             z = torch.randn_like(x).clamp_(-self.cfg.randn_clip, self.cfg.randn_clip)
             x = mu + std * z
             if i == S - 1 and self.cfg.final_action_clip is not None:
