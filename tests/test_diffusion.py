@@ -10,6 +10,7 @@ import torch
 from methods.base import MethodContext
 from methods.dppo import DPPO, DPPOConfig, clip_schedule
 from methods.policies.diffusion import DiffusionPolicy, DiffusionPolicyConfig, cosine_betas
+from methods.policies.networks import DiffusionMLP
 
 
 def reference_abar(K: int, s: float = 0.008) -> list[float]:
@@ -182,3 +183,16 @@ def test_dppo_resumes_a_state_saved_before_policies_kept_their_base_network():
         torch.equal(a, b) for a, b in zip(fresh.policy.network.parameters(), trained.policy.network.parameters())
     )
     assert all(torch.equal(base[k], v) for k, v in fresh.frozen.state_dict().items())
+
+
+@pytest.mark.parametrize("residual", [True, False])
+@pytest.mark.parametrize("batch", [1, 8, 33])  # 8: the batch equals the thin output layer's width
+def test_the_sampling_fast_path_equals_the_network_forward(residual, batch):
+    torch.manual_seed(0)
+    net = DiffusionMLP(3, 2, 4, [32, 32, 32], residual=residual, n_steps=10)
+    obs, x = torch.randn(batch, 3), torch.randn(batch, 4, 2)
+    eps = net.conditioned(obs, range(10))
+    for k in (0, 4, 9):
+        with torch.no_grad():
+            expected = net(x, torch.full((batch,), k), obs)
+        torch.testing.assert_close(eps(x, k).clone(), expected, rtol=1e-5, atol=1e-5)

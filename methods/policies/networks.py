@@ -167,7 +167,8 @@ def _nograd_op(module: nn.Module, scratch: _Scratch) -> Callable[..., torch.Tens
             def thin(h: torch.Tensor, *busy: torch.Tensor) -> torch.Tensor:
                 for w_j, out_j in zip(w_rows, col_rows, strict=True):
                     torch.mv(h, w_j, out=out_j)
-                return torch.add(cols.t(), bias, out=scratch.take(width, h, *busy))
+                # not `cols` either: at a batch of `width` rows it sits in the same pool
+                return torch.add(cols.t(), bias, out=scratch.take(width, h, cols, *busy))
 
             return thin
         w_t = transposed_weight(module)
