@@ -159,7 +159,7 @@ TINY += ["pretrain.n_steps=50", "pretrain.n_epochs=null", "policy.hidden=[32,32,
 TINY += ["train.n_iterations=2", "train.n_steps=4", "train.eval_every=0", "algo.batch_size=4"]
 
 
-def test_a_tiny_hopper_run_fine_tunes_with_the_gym_preset(tmp_path):
+def test_a_tiny_hopper_run_fine_tunes_with_the_gym_preset(data_dir, tmp_path):
     proc = run_cli("method=exact_pg", f"results_dir={tmp_path}", *TINY, "algo.hutchinson_fixed=true", "name=r")
     assert proc.returncode == 0, proc.stderr
     rows = read_rows(tmp_path / "r")
